@@ -1,0 +1,1 @@
+"""Datalists, label-fraction splits, dataset adapters and phantom generators (the embedded default data)."""

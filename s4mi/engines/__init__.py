@@ -1,0 +1,1 @@
+"""s4mi.engines."""
