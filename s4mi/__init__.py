@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_SUBMODULES = ("benchmark", "bundle", "cli", "data", "demo", "engines", "handlers", "losses", "metrics", "networks",
+               "transforms")
+
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy submodules: bundle configs say `$import s4mi` and then reach `s4mi.data.prepare...` by attribute.
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 's4mi' has no attribute {name!r}")

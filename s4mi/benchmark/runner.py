@@ -1,0 +1,243 @@
+"""The S4MI protocol: bundles x label fractions x seeds -> results CSV, Markdown table and plot.
+
+Every run goes through ``python -m monai.bundle run`` in a child process, exactly as a user would run the bundle,
+so the numbers measure the shipped bundles; the child's wall time and peak resident memory are recorded. A run
+whose ``result.json`` exists is skipped, so a stopped benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from s4mi.bundle import locate_bundle_root
+from s4mi.data.datalist import load_datalist
+from s4mi.data.prepare import phantom_datalist
+from s4mi.data.phantoms import PHANTOMS
+
+__all__ = ["RunSpec", "run_grid", "summarise", "write_reports"]
+
+
+@dataclass
+class RunSpec:
+    """One cell of the grid."""
+
+    method: str
+    fraction: float
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/frac{self.fraction:g}/seed{self.seed}"
+
+
+def _cli_value(v: Any) -> str:
+    return v if isinstance(v, str) else repr(v)  # fire reads Python literals (False, None), not JSON
+
+
+def _run_child(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, float, float]:
+    """Run ``cmd`` with output to ``log``; return (exit code, wall seconds, peak RSS in MiB)."""
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak_mib = usage.ru_maxrss / 1024.0  # Linux reports KiB
+    return proc.returncode, time.perf_counter() - start, peak_mib
+
+
+def _last_jsonl(path: Path) -> dict[str, Any]:
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+    if not lines:
+        raise RuntimeError(f"{path} holds no metrics: the run wrote none")
+    return json.loads(lines[-1])
+
+
+def run_one(spec: RunSpec, out_dir: Path, task_args: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+    """Train then evaluate one bundle run; return its result row (also saved as ``result.json``)."""
+    run_dir = out_dir / "runs" / spec.name
+    result_file = run_dir / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    bundle = Path(locate_bundle_root(spec.method))
+    configs = bundle / "configs"
+    args: dict[str, Any] = {
+        "bundle_root": str(bundle),
+        "output_dir": str(run_dir),
+        "ckpt_dir": str(run_dir / "models"),
+        "label_fraction": spec.fraction,
+        "seed": spec.seed,
+        "progress_bar": False,
+        **task_args,
+        **spec.overrides,
+    }
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    base = [sys.executable, "-m", "monai.bundle", "run", "--meta_file", str(configs / "metadata.json"),
+            "--logging_file", str(configs / "logging.conf")]
+    overrides = [x for k, v in args.items() for x in (f"--{k}", _cli_value(v))]
+    train_cmd = [*base, "--config_file", str(configs / "train.json"), *overrides]
+    code, wall, peak = _run_child(train_cmd, run_dir / "train.log", env)
+    if code != 0:
+        raise RuntimeError(f"training {spec.name} failed (exit {code}); see {run_dir / 'train.log'}")
+    eval_files = json.dumps([str(configs / "train.json"), str(configs / "evaluate.json")])
+    eval_cmd = [*base, "--config_file", eval_files, *overrides]
+    code, eval_wall, eval_peak = _run_child(eval_cmd, run_dir / "evaluate.log", env)
+    if code != 0:
+        raise RuntimeError(f"evaluating {spec.name} failed (exit {code}); see {run_dir / 'evaluate.log'}")
+    test = _last_jsonl(run_dir / "test_metrics.jsonl")
+    val = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    row: dict[str, Any] = {
+        **asdict(spec),
+        "train_wall_s": round(wall, 1),
+        "eval_wall_s": round(eval_wall, 1),
+        "peak_rss_mib": round(max(peak, eval_peak), 1),
+        "epochs": len(val),
+        **{f"test_{k}": v for k, v in test.items() if k not in ("epoch", "wall_s")},
+    }
+    row.pop("overrides")
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, indent=4) + "\n")
+    os.replace(tmp, result_file)
+    return row
+
+
+def task_arguments(task: str, phantom_n: int = 1000) -> tuple[dict[str, Any], int]:
+    """Bundle overrides for a task (a phantom name or a datalist path) and its full training-set size."""
+    if task in PHANTOMS:
+        datalist = phantom_datalist(task, n=phantom_n)
+        args: dict[str, Any] = {"phantom": task, "phantom_n": phantom_n, "dataset_dir": str(datalist.parent)}
+    else:
+        datalist = Path(task)
+        if not datalist.is_file():
+            raise FileNotFoundError(f"task {task!r} is neither a phantom ({', '.join(PHANTOMS)}) nor a datalist file")
+        args = {"datalist": str(datalist.resolve())}
+    n_train = len(load_datalist(datalist, check_files=False).get("training", []))
+    return args, n_train
+
+
+def run_grid(
+    task: str,
+    methods: Sequence[str],
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    out_dir: str | os.PathLike,
+    overrides: dict[str, Any] | None = None,
+    equal_steps: bool = True,
+    phantom_n: int = 1000,
+    threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run every (method, fraction, seed) and return the result rows.
+
+    Args:
+        task: phantom name or datalist path.
+        methods: bundle names.
+        fractions: label fractions in (0, 1].
+        seeds: seeds (split and initialisation).
+        out_dir: results folder; finished runs there are skipped.
+        overrides: bundle config overrides applied to every run.
+        equal_steps: draw as many samples per epoch as the full training set holds, so every fraction trains
+            for the same number of steps.
+        phantom_n: phantom size when ``task`` is a phantom.
+        threads: OMP threads per run.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    task_args, n_train = task_arguments(task, phantom_n)
+    if equal_steps:
+        task_args["samples_per_epoch"] = n_train
+    specs = [RunSpec(m, f, s, dict(overrides or {})) for m in methods for f in fractions for s in seeds]
+    rows = []
+    with tqdm(specs, desc="s4mi benchmark", unit="run", file=sys.stdout) as bar:
+        for spec in bar:
+            bar.set_postfix_str(spec.name)
+            rows.append(run_one(spec, out, task_args, threads))
+    return rows
+
+
+def _metric_columns(rows: list[dict[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k.startswith("test_") and k not in cols]
+    return cols
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std over seeds per (method, fraction)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], float(r["fraction"])), []).append(r)
+    out = []
+    for (method, fraction), rs in sorted(groups.items()):
+        s: dict[str, Any] = {"method": method, "fraction": fraction, "n_seeds": len(rs)}
+        for col in [*_metric_columns(rs), "train_wall_s", "peak_rss_mib"]:
+            vals = [float(r[col]) for r in rs if col in r and not math.isnan(float(r[col]))]
+            s[col] = statistics.fmean(vals) if vals else float("nan")
+            s[col + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out.append(s)
+    return out
+
+
+def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, command: str = "") -> dict[str, Path]:
+    """Write ``results.csv`` (every run), ``results.md`` (mean +- std) and ``results.png``; return their paths."""
+    out = Path(out_dir)
+    metrics = _metric_columns(rows)
+    csv_path = out / "results.csv"
+    fields = ["method", "fraction", "seed", *metrics, "epochs", "train_wall_s", "eval_wall_s", "peak_rss_mib"]
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"])):
+            w.writerow(r)
+    summary = summarise(rows)
+    head = ["method", "labels", "seeds", *[m.removeprefix("test_") for m in metrics], "train time (s)", "peak RSS (MiB)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary:
+        cells = [s["method"], f"{100 * s['fraction']:g} %", str(s["n_seeds"])]
+        cells += [f"{s[m]:.4f} ± {s[m + '_std']:.4f}" for m in metrics]
+        cells += [f"{s['train_wall_s']:.0f}", f"{s['peak_rss_mib']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    md_path = out / "results.md"
+    preamble = f"Command: `{command}`\n\n" if command else ""
+    md_path.write_text(preamble + "Test-set metrics, mean ± sample std over seeds.\n\n" + "\n".join(lines) + "\n")
+    png_path = out / "results.png"
+    _plot(summary, metrics, png_path)
+    return {"csv": csv_path, "markdown": md_path, "plot": png_path}
+
+
+def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = metrics[:4]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], shown):
+        for method in sorted({s["method"] for s in summary}):
+            pts = sorted((s["fraction"], s[metric], s[metric + "_std"]) for s in summary if s["method"] == method)
+            xs, ys, es = zip(*pts)
+            ax.errorbar([100 * x for x in xs], ys, yerr=es, marker="o", capsize=3, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled share of training (%)")
+        ax.set_title(metric.removeprefix("test_"))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,56 @@
+"""Helpers that s4mi's MONAI bundles call from their configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = ["as_bool", "default_device", "locate_bundle_root"]
+
+_REPO_BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+
+
+def locate_bundle_root(name: str) -> str:
+    """Find the folder of bundle ``name`` so its configs run from anywhere.
+
+    ``monai.bundle`` gives a config no way to learn its own path, and model-zoo bundles assume they are run from
+    the bundle folder (``bundle_root = "."``). s4mi bundles also run from the repository root, so this looks in
+    order at: the current folder (if it is the bundle), ``./bundles/<name>``, then the ``bundles/`` folder beside
+    the installed package. MONAI Label and users override ``bundle_root`` directly.
+
+    Raises:
+        FileNotFoundError: when no folder named ``name`` with a ``configs/`` folder is found.
+    """
+    cwd = Path.cwd()
+    candidates = [cwd, cwd / "bundles" / name, _REPO_BUNDLES / name]
+    for c in candidates:
+        if c.name == name and (c / "configs").is_dir():
+            return str(c.resolve())
+    raise FileNotFoundError(
+        f"bundle {name!r} not found in {', '.join(str(c) for c in candidates)}; pass --bundle_root <folder>"
+    )
+
+
+def default_device(device: str | None = None) -> torch.device:
+    """``cuda:0`` when CUDA is available, else ``cpu``; an explicit ``device`` string wins."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def as_bool(value: object) -> bool:
+    """Read a flag given on the ``monai.bundle`` command line, where fire keeps ``false`` as the string "false".
+
+    Raises:
+        ValueError: for a string that is not a recognised boolean.
+    """
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("1", "true", "yes", "on"):
+            return True
+        if v in ("0", "false", "no", "off", "", "none", "null"):
+            return False
+        raise ValueError(f"expected a boolean flag, got {value!r}")
+    return bool(value)

@@ -1,0 +1,166 @@
+"""The ``s4mi`` command line: data, split, benchmark and the demo main job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+DEFAULT_METHODS = {
+    "cxr": ["supervised_cxr_classification"],
+    "skin": ["supervised_skin_classification"],
+    "polyp": ["supervised_polyp_segmentation"],
+}
+
+
+def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs (value parsed as JSON when it parses) into a dict of bundle overrides."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _cmd_data_make(a: argparse.Namespace) -> None:
+    from s4mi.data.phantoms import make_phantom
+
+    path = make_phantom(a.name, a.out, n=a.n, seed=a.seed, image_size=a.size, dicom=a.dicom)
+    data = json.loads(Path(path).read_text())
+    counts = ", ".join(f"{s} {len(data.get(s, []))}" for s in ("training", "validation", "test"))
+    print(f"wrote {path} ({counts})")
+
+
+def _cmd_data_adapt(a: argparse.Namespace) -> None:
+    from s4mi.data.adapters import adapt
+
+    kwargs: dict[str, Any] = {"check_files": not a.no_check}
+    if a.policy:
+        kwargs["policy"] = a.policy
+    data = adapt(a.name, a.root, out=a.out, **kwargs)
+    counts = ", ".join(f"{s} {len(data.get(s, []))}" for s in ("training", "unlabeled", "validation", "test"))
+    print(f"wrote {a.out} ({counts})")
+
+
+def _cmd_data_check(a: argparse.Namespace) -> None:
+    from s4mi.data.datalist import load_datalist
+
+    data = load_datalist(a.datalist, dataset_dir=a.dataset_dir or None)
+    counts = ", ".join(f"{s} {len(data.get(s, []))}" for s in ("training", "unlabeled", "validation", "test"))
+    print(f"{a.datalist}: valid ({counts})")
+
+
+def _cmd_split(a: argparse.Namespace) -> None:
+    from s4mi.data.datalist import load_datalist, save_datalist
+    from s4mi.data.split import isic2018_protocol, label_fraction_split, pranet_protocol
+
+    load_datalist(a.datalist, check_files=False)  # validate; the split itself keeps the file's relative paths
+    data = json.loads(Path(a.datalist).read_text())
+    if a.protocol == "isic2018":
+        out = isic2018_protocol(data, labelled_fraction=a.fraction if a.fraction else 0.2, seed=a.seed)
+    elif a.protocol == "pranet":
+        out = pranet_protocol(data, labelled_fraction=a.fraction if a.fraction else 0.2, seed=2022 if a.seed is None else a.seed)
+    else:
+        if a.fraction is None:
+            raise SystemExit("s4mi split: give --fraction (or --protocol)")
+        out = label_fraction_split(data, a.fraction, seed=0 if a.seed is None else a.seed, strategy=a.strategy)
+    save_datalist(out, a.out)
+    counts = ", ".join(f"{s} {len(out.get(s, []))}" for s in ("training", "unlabeled", "validation", "test"))
+    print(f"wrote {a.out} ({counts})")
+
+
+def _cmd_benchmark(a: argparse.Namespace) -> None:
+    from s4mi.benchmark import run_grid, write_reports
+
+    if not a.methods and a.task not in DEFAULT_METHODS:
+        raise SystemExit(f"s4mi benchmark: give --methods for task {a.task!r}")
+    methods = a.methods or DEFAULT_METHODS[a.task]
+    command = "s4mi " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    rows = run_grid(
+        a.task, methods, a.fractions, a.seeds, a.out, overrides=_parse_overrides(a.set), equal_steps=not a.equal_epochs,
+        phantom_n=a.phantom_n, threads=a.threads,
+    )
+    paths = write_reports(rows, a.out, command=command)
+    print(Path(paths["markdown"]).read_text())
+    for k, p in paths.items():
+        print(f"{k}: {p}")
+
+
+def _cmd_demo(a: argparse.Namespace) -> None:
+    from s4mi.demo import run_demo
+
+    run_demo(out_dir=a.out, max_epochs=a.epochs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s4mi", description="Self-supervision and semi-supervision for medical imaging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="make phantom data, adapt public datasets, check datalists")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    mk = dsub.add_parser("make", help="write a seeded phantom dataset and its datalist")
+    mk.add_argument("name", choices=["cxr", "skin", "polyp", "ct3d"])
+    mk.add_argument("--out", required=True)
+    mk.add_argument("--n", type=int, default=1000)
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--size", type=int, default=None, help="image size (default: the generator's)")
+    mk.add_argument("--dicom", action="store_true", help="write DICOM instead of PNG (cxr)")
+    mk.set_defaults(func=_cmd_data_make)
+    ad = dsub.add_parser("adapt", help="datalist from a public dataset's own layout")
+    ad.add_argument("name", choices=["chestxray14", "chexpert", "isic2018", "kvasir", "pranet", "msd"])
+    ad.add_argument("root")
+    ad.add_argument("--out", required=True)
+    ad.add_argument("--policy", choices=["ones", "zeros", "ignore"], help="CheXpert uncertainty policy")
+    ad.add_argument("--no-check", action="store_true", help="don't check that every file exists")
+    ad.set_defaults(func=_cmd_data_adapt)
+    ck = dsub.add_parser("check", help="validate a datalist and its files")
+    ck.add_argument("datalist")
+    ck.add_argument("--dataset-dir", default="")
+    ck.set_defaults(func=_cmd_data_check)
+
+    sp = sub.add_parser("split", help="seeded label-fraction split of a datalist")
+    sp.add_argument("datalist")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--fraction", type=float, default=None)
+    sp.add_argument("--seed", type=int, default=None)
+    sp.add_argument("--strategy", default="auto", choices=["auto", "union", "stratified", "random", "first"])
+    sp.add_argument("--protocol", choices=["isic2018", "pranet"], help="a named protocol of METHODS.md")
+    sp.set_defaults(func=_cmd_split)
+
+    bm = sub.add_parser("benchmark", help="methods x label fractions x seeds through the bundles")
+    bm.add_argument("--task", default="cxr", help="phantom name (cxr, skin, polyp) or a datalist path")
+    bm.add_argument("--methods", nargs="+", default=None, help="bundle names")
+    bm.add_argument("--fractions", nargs="+", type=float, default=[0.1, 1.0])
+    bm.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    bm.add_argument("--out", default="benchmarks/results/latest")
+    bm.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="bundle config overrides")
+    bm.add_argument("--phantom-n", type=int, default=1000)
+    bm.add_argument("--threads", type=int, default=None)
+    bm.add_argument("--equal-epochs", action="store_true", help="same epochs (not steps) at every fraction")
+    bm.set_defaults(func=_cmd_benchmark)
+
+    dm = sub.add_parser("demo", help="train the supervised chest X-ray baseline on the phantom and report")
+    dm.add_argument("--out", default="outputs/demo")
+    dm.add_argument("--epochs", type=int, default=8)
+    dm.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Metrics MONAI lacks in the form the papers report them."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from monai.metrics import ROCAUCMetric
+from monai.metrics.rocauc import _calculate
+
+__all__ = ["MeanAUCMetric", "mean_auc"]
+
+
+def mean_auc(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[float, list[float]]:
+    """Mean over classes of the one-vs-rest ROC AUC, skipping unknown labels and undefined classes.
+
+    Chest X-ray papers report the mean AUC over the classes whose AUC is defined; MONAI's macro average turns
+    NaN as soon as one class has no positive (or no negative) in the evaluation set, and it cannot ignore the
+    unknown labels (-1, e.g. CheXpert's U-Ignore policy) of a multi-label target.
+
+    Args:
+        y_pred: scores, shape ``B C`` (probabilities or logits; AUC is rank-based).
+        y: targets in {0, 1}, or -1 for unknown, shape ``B C`` (one-hot for multi-class).
+
+    Returns:
+        (mean AUC over defined classes, or NaN if none is defined; per-class AUCs with NaN where undefined).
+    """
+    if y_pred.ndim != 2 or y.shape != y_pred.shape:
+        raise ValueError(f"mean_auc expects y_pred and y of shape B C, got {tuple(y_pred.shape)} and {tuple(y.shape)}")
+    y_pred, y = y_pred.detach().float().cpu(), y.detach().float().cpu()
+    per_class: list[float] = []
+    for c in range(y.shape[1]):
+        known = y[:, c] >= 0
+        yc, pc = y[known, c], y_pred[known, c]
+        if yc.numel() == 0 or yc.unique().numel() < 2:
+            per_class.append(float("nan"))
+            continue
+        per_class.append(_calculate(pc, yc))
+    defined = [a for a in per_class if not np.isnan(a)]
+    return (float(np.mean(defined)) if defined else float("nan")), per_class
+
+
+class MeanAUCMetric(ROCAUCMetric):
+    """:class:`~monai.metrics.ROCAUCMetric` whose ``aggregate`` is :func:`mean_auc` (unknown labels ignored)."""
+
+    def __init__(self) -> None:
+        super().__init__(average="macro")
+
+    def aggregate(self, average: str | None = None) -> float:  # type: ignore[override]
+        y_pred, y = self.get_buffer()
+        if not isinstance(y_pred, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise ValueError("single-tensor y_pred and y are required")
+        value, per_class = mean_auc(y_pred, y)
+        if np.isnan(value):
+            warnings.warn("no class has both positives and negatives: mean AUC is NaN", stacklevel=2)
+        self.per_class = per_class
+        return value
