@@ -1,0 +1,156 @@
+"""Every s4mi bundle keeps the MONAI bundle contract and trains, evaluates and infers through monai.bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from tests.conftest import BUNDLES, SCHEMA
+
+NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
+PHANTOM_N = 80
+REQUIRED_TOP_LEVEL = ("dataset_dir", "datalist", "label_fraction", "in_channels", "num_classes", "spatial_size",
+                      "max_epochs", "batch_size", "output_dir", "device")
+
+
+def test_bundles_found() -> None:
+    assert {"supervised_cxr_classification", "supervised_skin_classification", "supervised_polyp_segmentation"} <= set(NAMES)
+
+
+def _configs(name: str) -> Path:
+    return BUNDLES / name / "configs"
+
+
+def _bundle_cmd(name: str, config: str | list[str], *args: str) -> list[str]:
+    cfg = _configs(name)
+    files = str(cfg / config) if isinstance(config, str) else json.dumps([str(cfg / c) for c in config])
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--meta_file",
+            str(cfg / "metadata.json"), "--logging_file", str(cfg / "logging.conf"), *args]
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_files_and_top_level_keys(name: str) -> None:
+    root = BUNDLES / name
+    for rel in ("LICENSE", "docs/README.md", "configs/metadata.json", "configs/train.json", "configs/evaluate.json",
+                "configs/inference.json", "configs/multi_gpu_train.json", "configs/logging.conf"):
+        assert (root / rel).is_file(), f"{name}: missing {rel}"
+    train = json.loads((root / "configs" / "train.json").read_text())
+    missing = [k for k in REQUIRED_TOP_LEVEL if k not in train]
+    assert not missing, f"{name}/configs/train.json lacks top-level keys {missing}"
+    assert "network" in train and isinstance(train["train"]["handlers"], list)
+    inference = (root / "configs" / "inference.json").read_text()
+    assert "@_meta_" not in inference, "MONAI Label reads inference.json without metadata"
+    for f in (root / "configs").glob("*.json"):
+        text = f.read_text()
+        assert text == json.dumps(json.loads(text), indent=4) + "\n", f"{f} is not formatted with 4 spaces"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("workflow_type", ["train", "infer"])
+def test_check_properties(name: str, workflow_type: str) -> None:
+    config = "train.json" if workflow_type == "train" else "inference.json"
+    wf = ConfigWorkflow(
+        config_file=str(_configs(name) / config), meta_file=str(_configs(name) / "metadata.json"),
+        logging_file=str(_configs(name) / "logging.conf"), workflow_type=workflow_type,
+    )
+    wf.initialize()
+    assert wf.check_properties() == [], f"{name} {workflow_type}: missing properties"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_verify_metadata(name: str, tmp_path: Path) -> None:
+    if not SCHEMA.is_file():
+        pytest.skip(f"schema not found at {SCHEMA} (CI has ../shared beside the checkout)")
+    schema = tmp_path / SCHEMA.name
+    shutil.copy(SCHEMA, schema)
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(_configs(name) / "metadata.json"), filepath=str(schema))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_verify_net_in_out(name: str) -> None:
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(
+        net_id="network_def", meta_file=str(_configs(name) / "metadata.json"),
+        config_file=str(_configs(name) / "inference.json"), device="cpu",
+    )
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, str]:
+    """One short training run per bundle through `python -m monai.bundle run`, then evaluation on the test set."""
+    name = request.param
+    out = tmp_path_factory.mktemp(name)
+    args = ["--phantom_n", str(PHANTOM_N), "--max_epochs", "1", "--output_dir", str(out), "--ckpt_dir",
+            str(out / "models"), "--progress_bar", "false", "--batch_size", "8"]
+    log = _run(_bundle_cmd(name, "train.json", *args), cwd=out)
+    log += _run(_bundle_cmd(name, ["train.json", "evaluate.json"], *args), cwd=out)
+    return name, out, log
+
+
+def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
+    name, out, _ = trained
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    val = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    test = [json.loads(x) for x in (out / "test_metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in val] == [1]
+    key = "val_mean_dice" if "segmentation" in name else "val_mean_auc"
+    assert np.isfinite(test[-1][key]) and 0.0 <= test[-1][key] <= 1.0
+    assert list((out).glob("events.out.tfevents.*")), "TensorBoard logs expected by default"
+    assert (out / "split.json").is_file()
+    assert list((out / "resume").glob("*.pt"))
+
+
+def test_resume_continues(trained: tuple[str, Path, str]) -> None:
+    """Running the same command with more epochs resumes from the saved trainer state instead of restarting."""
+    name, out, _ = trained
+    args = ["--phantom_n", str(PHANTOM_N), "--max_epochs", "2", "--output_dir", str(out), "--ckpt_dir",
+            str(out / "models"), "--progress_bar", "false", "--batch_size", "8"]
+    log = _run(_bundle_cmd(name, "train.json", *args), cwd=out)
+    val = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in val] == [1, 2], "epoch 1 ran again: the run did not resume"
+    assert "Epoch[1] Complete" not in log.split("Engine run resuming")[-1] if "Engine run resuming" in log else True
+
+
+def test_inference(trained: tuple[str, Path, str]) -> None:
+    name, out, _ = trained
+    pred_dir = out / "pred"
+    _run(_bundle_cmd(name, "inference.json", "--phantom_n", str(PHANTOM_N), "--ckpt_dir", str(out / "models"),
+                     "--output_dir", str(pred_dir)), cwd=out)
+    if "segmentation" in name:
+        masks = sorted(pred_dir.glob("*_seg.png"))
+        assert masks
+    else:
+        rows = (pred_dir / "predictions.csv").read_text().splitlines()
+        n_classes = json.loads((_configs(name) / "train.json").read_text())["num_classes"]
+        assert rows and all(len(r.split(",")) == 1 + n_classes for r in rows)
+
+
+def test_ckpt_export(trained: tuple[str, Path, str]) -> None:
+    name, out, _ = trained
+    ts = out / "model.ts"
+    _run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
+          "--ckpt_file", str(out / "models" / "model.pt"), "--meta_file", str(_configs(name) / "metadata.json"),
+          "--config_file", str(_configs(name) / "inference.json")], cwd=out)
+    net = torch.jit.load(str(ts))
+    meta = json.loads((_configs(name) / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
+    y = net(torch.rand(1, meta["num_channels"], *meta["spatial_shape"]))
+    assert y.shape[1] == json.loads((_configs(name) / "train.json").read_text())["num_classes"]
