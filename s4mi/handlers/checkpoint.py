@@ -15,26 +15,17 @@ __all__ = ["AtomicCheckpointSaver", "latest_checkpoint"]
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's :class:`~monai.handlers.CheckpointSaver` that writes every file atomically.
 
-    MONAI builds its disk savers with ``atomic=False`` (so files keep the default permissions); a run killed while
-    writing then leaves a truncated ``model.pt`` or resume checkpoint behind. This saver flips the savers to
-    Ignite's atomic mode (write to a temporary file in the same folder, then ``os.replace``) and restores the usual
-    ``0o644`` permissions afterwards. Arguments are those of :class:`~monai.handlers.CheckpointSaver`.
+    MONAI builds its disk savers with ``atomic=False`` (to keep files readable by others); a run killed while
+    writing then leaves a truncated ``model.pt`` or resume checkpoint behind. Ignite's atomic mode writes to a
+    temporary file in the same folder, then ``os.replace``-s it into place and adds group/other read permission,
+    so nothing is lost by turning it back on. Arguments are those of :class:`~monai.handlers.CheckpointSaver`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
-            if ckpt is None:
-                continue
-            handler = ckpt.save_handler
-            handler._atomic = True  # type: ignore[union-attr]
-            original = handler._save_func  # type: ignore[union-attr]
-
-            def _save_and_chmod(checkpoint: Any, path: Path, func: Any, _orig: Any = original) -> None:
-                _orig(checkpoint, path, func)
-                os.chmod(path, 0o644)
-
-            handler._save_func = _save_and_chmod  # type: ignore[union-attr]
+            if ckpt is not None:
+                ckpt.save_handler._atomic = True  # type: ignore[union-attr]
 
 
 _STEP = re.compile(r"=(\d+)\.pt$")

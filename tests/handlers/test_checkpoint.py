@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from s4mi.handlers import AtomicCheckpointSaver, latest_checkpoint
+
+
+def _engine_with_saver(tmp_path: Path, net: torch.nn.Module) -> Engine:
+    engine = Engine(lambda e, b: None)
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, epoch_level=True,
+                          n_saved=1).attach(engine)
+    return engine
+
+
+def test_saver_writes_atomically_and_readably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net = torch.nn.Linear(2, 1)
+    engine = _engine_with_saver(tmp_path, net)
+    seen: list[str] = []
+    real_replace = os.replace
+
+    def spy(src: str, dst: str) -> None:
+        seen.append(Path(dst).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    engine.run([0, 1], max_epochs=2)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["model_epoch=2.pt"], files  # n_saved=1 keeps the last; no temporary file left behind
+    assert "model_epoch=2.pt" in seen, "the final file must be moved into place, not written in place"
+    mode = stat.S_IMODE((tmp_path / files[0]).stat().st_mode)
+    assert mode == 0o644
+    state = torch.load(tmp_path / files[0], weights_only=True)
+    assert torch.equal(state["weight"], net.weight.detach())
+
+
+def test_killed_write_leaves_previous_checkpoint_intact(tmp_path: Path) -> None:
+    net = torch.nn.Linear(2, 1)
+    engine = _engine_with_saver(tmp_path, net)
+    engine.run([0], max_epochs=1)
+    before = (tmp_path / "model_epoch=1.pt").read_bytes()
+
+    def boom(obj: object, f: object, **kwargs: object) -> None:
+        if isinstance(f, (str, Path)):  # a non-atomic saver writes straight into the final file
+            Path(f).write_bytes(b"partial")
+        else:
+            f.write(b"partial")  # type: ignore[attr-defined]
+        raise KeyboardInterrupt("killed while writing")
+
+    engine2 = _engine_with_saver(tmp_path, net)
+    engine2.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "epoch", 1))
+    real_save = torch.save
+    torch.save = boom  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            engine2.run([0], max_epochs=2)
+    finally:
+        torch.save = real_save  # type: ignore[assignment]
+    assert (tmp_path / "model_epoch=1.pt").read_bytes() == before
+    assert not (tmp_path / "model_epoch=2.pt").exists()
+
+
+def test_latest_checkpoint(tmp_path: Path) -> None:
+    assert latest_checkpoint(tmp_path / "missing") == ""
+    assert latest_checkpoint(tmp_path) == ""
+    for n in (2, 10, 9):
+        (tmp_path / f"checkpoint_epoch={n}.pt").write_bytes(b"x")
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_epoch=10.pt")
