@@ -7,8 +7,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("benchmark", "bundle", "cli", "data", "demo", "engines", "handlers", "losses", "metrics", "networks",
-               "transforms")
+_SUBMODULES = (
+    "benchmark",
+    "bundle",
+    "cli",
+    "data",
+    "demo",
+    "engines",
+    "handlers",
+    "losses",
+    "metrics",
+    "networks",
+    "transforms",
+)
 
 __all__ = ["__version__", *_SUBMODULES]
 

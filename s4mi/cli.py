@@ -70,7 +70,9 @@ def _cmd_split(a: argparse.Namespace) -> None:
     if a.protocol == "isic2018":
         out = isic2018_protocol(data, labelled_fraction=a.fraction if a.fraction else 0.2, seed=a.seed)
     elif a.protocol == "pranet":
-        out = pranet_protocol(data, labelled_fraction=a.fraction if a.fraction else 0.2, seed=2022 if a.seed is None else a.seed)
+        out = pranet_protocol(
+            data, labelled_fraction=a.fraction if a.fraction else 0.2, seed=2022 if a.seed is None else a.seed
+        )
     else:
         if a.fraction is None:
             raise SystemExit("s4mi split: give --fraction (or --protocol)")
@@ -88,8 +90,15 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
     methods = a.methods or DEFAULT_METHODS[a.task]
     command = "s4mi " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     rows = run_grid(
-        a.task, methods, a.fractions, a.seeds, a.out, overrides=_parse_overrides(a.set), equal_steps=not a.equal_epochs,
-        phantom_n=a.phantom_n, threads=a.threads,
+        a.task,
+        methods,
+        a.fractions,
+        a.seeds,
+        a.out,
+        overrides=_parse_overrides(a.set),
+        equal_steps=not a.equal_epochs,
+        phantom_n=a.phantom_n,
+        threads=a.threads,
     )
     paths = write_reports(rows, a.out, command=command)
     print(Path(paths["markdown"]).read_text())

@@ -43,7 +43,10 @@ def run_demo(out_dir: str | os.PathLike = "outputs/demo", max_epochs: int = 8, s
     row = run_one(spec, out, task_args)
     run_dir = out / "runs" / spec.name
     curve = plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
-    print("test metrics: " + ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in row.items() if k.startswith("test_")))
+    print(
+        "test metrics: "
+        + ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in row.items() if k.startswith("test_"))
+    )
     print(f"train time: {row['train_wall_s']} s, peak RSS {row['peak_rss_mib']} MiB")
     print(f"checkpoint: {run_dir / 'models' / 'model.pt'}")
     print(f"learning curve: {curve}")

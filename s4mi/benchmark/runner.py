@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from s4mi.bundle import locate_bundle_root
 from s4mi.data.datalist import load_datalist
-from s4mi.data.prepare import phantom_datalist
 from s4mi.data.phantoms import PHANTOMS
+from s4mi.data.prepare import phantom_datalist
 
 __all__ = ["RunSpec", "run_grid", "summarise", "write_reports"]
 
@@ -88,8 +88,16 @@ def run_one(spec: RunSpec, out_dir: Path, task_args: dict[str, Any], threads: in
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    base = [sys.executable, "-m", "monai.bundle", "run", "--meta_file", str(configs / "metadata.json"),
-            "--logging_file", str(configs / "logging.conf")]
+    base = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--meta_file",
+        str(configs / "metadata.json"),
+        "--logging_file",
+        str(configs / "logging.conf"),
+    ]
     overrides = [x for k, v in args.items() for x in (f"--{k}", _cli_value(v))]
     train_cmd = [*base, "--config_file", str(configs / "train.json"), *overrides]
     code, wall, peak = _run_child(train_cmd, run_dir / "train.log", env)
@@ -205,7 +213,14 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
         for r in sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"])):
             w.writerow(r)
     summary = summarise(rows)
-    head = ["method", "labels", "seeds", *[m.removeprefix("test_") for m in metrics], "train time (s)", "peak RSS (MiB)"]
+    head = [
+        "method",
+        "labels",
+        "seeds",
+        *[m.removeprefix("test_") for m in metrics],
+        "train time (s)",
+        "peak RSS (MiB)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         cells = [s["method"], f"{100 * s['fraction']:g} %", str(s["n_seeds"])]

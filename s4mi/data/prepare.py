@@ -67,7 +67,7 @@ def prepare_datalist(
         datalist: a datalist JSON path or dict; empty means the embedded phantom ``phantom``.
         phantom: phantom name used when ``datalist`` is empty (``cxr``, ``skin``, ``polyp``, ``ct3d``).
         label_fraction: share of ``training`` kept labelled; the rest moves to ``unlabeled`` (seeded split).
-        seed: seed of the split (and of the phantom data when it is made).
+        seed: seed of the split. The phantom itself is always made with seed 0, so every run sees one dataset.
         phantom_n: number of phantom images to make.
         phantom_size: phantom image size (None: the generator's default).
         split_file: where to save the split actually used (for reproducibility), if given.
@@ -78,11 +78,14 @@ def prepare_datalist(
     if not datalist:
         datalist = phantom_datalist(phantom, n=phantom_n, seed=0, image_size=phantom_size, out_dir=dataset_dir or None)
         dataset_dir = Path(datalist).parent
-    data = load_datalist(datalist, dataset_dir=dataset_dir or None)
+    data = load_datalist(
+        datalist if isinstance(datalist, dict) else Path(datalist),
+        dataset_dir=Path(dataset_dir) if dataset_dir else None,
+    )
     if label_fraction < 1.0:
         data = label_fraction_split(data, label_fraction, seed=seed)
     if split_file:
-        save_datalist(data, split_file)
+        save_datalist(data, Path(split_file))
     return data
 
 

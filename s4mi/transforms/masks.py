@@ -34,8 +34,12 @@ class BinarizeMaskd(MapTransform):
         for key in self.key_iterator(d):
             mask = d[key]
             if mask.ndim < 3:
-                raise ValueError(f"BinarizeMaskd: {key!r} must be channel-first C H W[ D], got shape {tuple(mask.shape)}")
+                raise ValueError(
+                    f"BinarizeMaskd: {key!r} must be channel-first C H W[ D], got shape {tuple(mask.shape)}"
+                )
             mask = mask[:1]
             cut = self.threshold if float(mask.max()) > 1 else 0.5
-            d[key] = (mask > cut).to(torch.float32) if isinstance(mask, torch.Tensor) else (mask > cut).astype("float32")
+            d[key] = (
+                (mask > cut).to(torch.float32) if isinstance(mask, torch.Tensor) else (mask > cut).astype("float32")
+            )
         return d

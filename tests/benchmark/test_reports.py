@@ -13,8 +13,18 @@ def _rows() -> list[dict]:
     rows = []
     for frac, base in ((0.1, 0.6), (1.0, 0.8)):
         for seed, d in enumerate((0.0, 0.02, -0.01)):
-            rows.append({"method": "m", "fraction": frac, "seed": seed, "test_val_mean_auc": base + d, "epochs": 3,
-                         "train_wall_s": 10.0 + seed, "eval_wall_s": 1.0, "peak_rss_mib": 100.0})
+            rows.append(
+                {
+                    "method": "m",
+                    "fraction": frac,
+                    "seed": seed,
+                    "test_val_mean_auc": base + d,
+                    "epochs": 3,
+                    "train_wall_s": 10.0 + seed,
+                    "eval_wall_s": 1.0,
+                    "peak_rss_mib": 100.0,
+                }
+            )
     return rows
 
 
@@ -27,7 +37,8 @@ def test_summarise_mean_and_sample_std() -> None:
 
 def test_write_reports(tmp_path: Path) -> None:
     paths = write_reports(_rows(), tmp_path, command="s4mi benchmark --task cxr")
-    rows = list(csv.DictReader(open(paths["csv"])))
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 6 and rows[0]["method"] == "m"
     md = paths["markdown"].read_text()
     assert "`s4mi benchmark --task cxr`" in md and "| m | 10 % | 3 | 0.6033 ± 0.0153" in md

@@ -18,12 +18,24 @@ from tests.conftest import BUNDLES, SCHEMA
 
 NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
 PHANTOM_N = 80
-REQUIRED_TOP_LEVEL = ("dataset_dir", "datalist", "label_fraction", "in_channels", "num_classes", "spatial_size",
-                      "max_epochs", "batch_size", "output_dir", "device")
+REQUIRED_TOP_LEVEL = (
+    "dataset_dir",
+    "datalist",
+    "label_fraction",
+    "in_channels",
+    "num_classes",
+    "spatial_size",
+    "max_epochs",
+    "batch_size",
+    "output_dir",
+    "device",
+)
 
 
 def test_bundles_found() -> None:
-    assert {"supervised_cxr_classification", "supervised_skin_classification", "supervised_polyp_segmentation"} <= set(NAMES)
+    assert {"supervised_cxr_classification", "supervised_skin_classification", "supervised_polyp_segmentation"} <= set(
+        NAMES
+    )
 
 
 def _configs(name: str) -> Path:
@@ -33,8 +45,19 @@ def _configs(name: str) -> Path:
 def _bundle_cmd(name: str, config: str | list[str], *args: str) -> list[str]:
     cfg = _configs(name)
     files = str(cfg / config) if isinstance(config, str) else json.dumps([str(cfg / c) for c in config])
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--meta_file",
-            str(cfg / "metadata.json"), "--logging_file", str(cfg / "logging.conf"), *args]
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        files,
+        "--meta_file",
+        str(cfg / "metadata.json"),
+        "--logging_file",
+        str(cfg / "logging.conf"),
+        *args,
+    ]
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -46,8 +69,16 @@ def _run(cmd: list[str], cwd: Path) -> str:
 @pytest.mark.parametrize("name", NAMES)
 def test_files_and_top_level_keys(name: str) -> None:
     root = BUNDLES / name
-    for rel in ("LICENSE", "docs/README.md", "configs/metadata.json", "configs/train.json", "configs/evaluate.json",
-                "configs/inference.json", "configs/multi_gpu_train.json", "configs/logging.conf"):
+    for rel in (
+        "LICENSE",
+        "docs/README.md",
+        "configs/metadata.json",
+        "configs/train.json",
+        "configs/evaluate.json",
+        "configs/inference.json",
+        "configs/multi_gpu_train.json",
+        "configs/logging.conf",
+    ):
         assert (root / rel).is_file(), f"{name}: missing {rel}"
     train = json.loads((root / "configs" / "train.json").read_text())
     missing = [k for k in REQUIRED_TOP_LEVEL if k not in train]
@@ -65,8 +96,10 @@ def test_files_and_top_level_keys(name: str) -> None:
 def test_check_properties(name: str, workflow_type: str) -> None:
     config = "train.json" if workflow_type == "train" else "inference.json"
     wf = ConfigWorkflow(
-        config_file=str(_configs(name) / config), meta_file=str(_configs(name) / "metadata.json"),
-        logging_file=str(_configs(name) / "logging.conf"), workflow_type=workflow_type,
+        config_file=str(_configs(name) / config),
+        meta_file=str(_configs(name) / "metadata.json"),
+        logging_file=str(_configs(name) / "logging.conf"),
+        workflow_type=workflow_type,
     )
     wf.initialize()
     assert wf.check_properties() == [], f"{name} {workflow_type}: missing properties"
@@ -88,8 +121,10 @@ def test_verify_net_in_out(name: str) -> None:
     from monai.bundle import verify_net_in_out
 
     verify_net_in_out(
-        net_id="network_def", meta_file=str(_configs(name) / "metadata.json"),
-        config_file=str(_configs(name) / "inference.json"), device="cpu",
+        net_id="network_def",
+        meta_file=str(_configs(name) / "metadata.json"),
+        config_file=str(_configs(name) / "inference.json"),
+        device="cpu",
     )
 
 
@@ -98,8 +133,20 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """One short training run per bundle through `python -m monai.bundle run`, then evaluation on the test set."""
     name = request.param
     out = tmp_path_factory.mktemp(name)
-    args = ["--phantom_n", str(PHANTOM_N), "--max_epochs", "1", "--output_dir", str(out), "--ckpt_dir",
-            str(out / "models"), "--progress_bar", "false", "--batch_size", "8"]
+    args = [
+        "--phantom_n",
+        str(PHANTOM_N),
+        "--max_epochs",
+        "1",
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--progress_bar",
+        "false",
+        "--batch_size",
+        "8",
+    ]
     log = _run(_bundle_cmd(name, "train.json", *args), cwd=out)
     log += _run(_bundle_cmd(name, ["train.json", "evaluate.json"], *args), cwd=out)
     return name, out, log
@@ -122,8 +169,20 @@ def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
 def test_resume_continues(trained: tuple[str, Path, str]) -> None:
     """Running the same command with more epochs resumes from the saved trainer state instead of restarting."""
     name, out, _ = trained
-    args = ["--phantom_n", str(PHANTOM_N), "--max_epochs", "2", "--output_dir", str(out), "--ckpt_dir",
-            str(out / "models"), "--progress_bar", "false", "--batch_size", "8"]
+    args = [
+        "--phantom_n",
+        str(PHANTOM_N),
+        "--max_epochs",
+        "2",
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--progress_bar",
+        "false",
+        "--batch_size",
+        "8",
+    ]
     log = _run(_bundle_cmd(name, "train.json", *args), cwd=out)
     val = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in val] == [1, 2], "epoch 1 ran again: the run did not resume"
@@ -133,8 +192,19 @@ def test_resume_continues(trained: tuple[str, Path, str]) -> None:
 def test_inference(trained: tuple[str, Path, str]) -> None:
     name, out, _ = trained
     pred_dir = out / "pred"
-    _run(_bundle_cmd(name, "inference.json", "--phantom_n", str(PHANTOM_N), "--ckpt_dir", str(out / "models"),
-                     "--output_dir", str(pred_dir)), cwd=out)
+    _run(
+        _bundle_cmd(
+            name,
+            "inference.json",
+            "--phantom_n",
+            str(PHANTOM_N),
+            "--ckpt_dir",
+            str(out / "models"),
+            "--output_dir",
+            str(pred_dir),
+        ),
+        cwd=out,
+    )
     if "segmentation" in name:
         masks = sorted(pred_dir.glob("*_seg.png"))
         assert masks
@@ -147,9 +217,24 @@ def test_inference(trained: tuple[str, Path, str]) -> None:
 def test_ckpt_export(trained: tuple[str, Path, str]) -> None:
     name, out, _ = trained
     ts = out / "model.ts"
-    _run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
-          "--ckpt_file", str(out / "models" / "model.pt"), "--meta_file", str(_configs(name) / "metadata.json"),
-          "--config_file", str(_configs(name) / "inference.json")], cwd=out)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            str(ts),
+            "--ckpt_file",
+            str(out / "models" / "model.pt"),
+            "--meta_file",
+            str(_configs(name) / "metadata.json"),
+            "--config_file",
+            str(_configs(name) / "inference.json"),
+        ],
+        cwd=out,
+    )
     net = torch.jit.load(str(ts))
     meta = json.loads((_configs(name) / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
     y = net(torch.rand(1, meta["num_channels"], *meta["spatial_shape"]))

@@ -13,8 +13,9 @@ from s4mi.handlers import AtomicCheckpointSaver, latest_checkpoint
 
 def _engine_with_saver(tmp_path: Path, net: torch.nn.Module) -> Engine:
     engine = Engine(lambda e, b: None)
-    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, epoch_level=True,
-                          n_saved=1).attach(engine)
+    AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, epoch_level=True, n_saved=1
+    ).attach(engine)
     return engine
 
 
