@@ -1,1 +1,8 @@
-"""s4mi.engines."""
+"""Trainers: one file per method, each overriding only the iteration."""
+
+from __future__ import annotations
+
+from .mean_teacher import MeanTeacherTrainer
+from .semi_supervised import Keys, LabelLeakError, SemiSupervisedTrainer
+
+__all__ = ["Keys", "LabelLeakError", "MeanTeacherTrainer", "SemiSupervisedTrainer"]

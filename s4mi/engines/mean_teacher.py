@@ -1,0 +1,73 @@
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017): consistency between a student and its EMA teacher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from monai.engines.utils import IterationEvents
+
+from s4mi.engines.semi_supervised import Keys, SemiSupervisedTrainer
+from s4mi.losses.consistency import softmax_mse_loss
+
+__all__ = ["MeanTeacherTrainer"]
+
+
+class MeanTeacherTrainer(SemiSupervisedTrainer):
+    """Mean Teacher for classification and segmentation, 2D and 3D.
+
+    Per iteration (Tarvainen & Valpola 2017, Algorithm 1; the S2MTS2 and SRC-MT fine-tuning loss):
+
+    1. ``logits_lb, logits_ulb_s = student(x_lb), student(x_ulb_s)`` (one forward over both when shapes match,
+       so batch norm sees labelled and unlabelled images together, as in the reference implementations);
+    2. ``logits_ulb_t = teacher(x_ulb_w)`` without gradients;
+    3. ``loss_sup = loss_function(logits_lb, y_lb)`` (BCE multi-label, CE multi-class, Dice+CE segmentation);
+    4. ``loss_unsup = MSE(act(logits_ulb_s), act(logits_ulb_t))`` with ``act`` softmax or sigmoid, voxel-wise
+       for segmentation;
+    5. ``loss = loss_sup + w(t) * loss_unsup``; the teacher is then updated by its EMA handler.
+
+    Args:
+        activation: ``"softmax"`` (multi-class, segmentation) or ``"sigmoid"`` (multi-label) for the consistency.
+        consistency: optional replacement for the consistency loss, ``f(logits_ulb_s, logits_ulb_t) -> scalar``.
+        joint_forward: one student forward over labelled and strong unlabelled images when their shapes match.
+        args, kwargs: those of :class:`s4mi.engines.SemiSupervisedTrainer`; ``teachers`` must hold one teacher.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        activation: str = "softmax",
+        consistency: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        joint_forward: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if len(self.teachers) != 1:
+            raise ValueError(f"Mean Teacher needs exactly one teacher, got {len(self.teachers)}")
+        self.activation = activation
+        self.consistency = consistency
+        self.joint_forward = joint_forward
+
+    def train_step(self, engine: SemiSupervisedTrainer, batch: dict[str, torch.Tensor]) -> None:
+        x_lb, y_lb, x_ulb_w, x_ulb_s = batch[Keys.X_LB], batch[Keys.Y_LB], batch[Keys.X_ULB_W], batch[Keys.X_ULB_S]
+        if self.joint_forward and x_lb.shape[1:] == x_ulb_s.shape[1:]:
+            logits = engine.inferer(torch.cat([x_lb, x_ulb_s]), engine.network)
+            logits_lb, logits_ulb_s = logits[: x_lb.shape[0]], logits[x_lb.shape[0] :]
+        else:
+            logits_lb = engine.inferer(x_lb, engine.network)
+            logits_ulb_s = engine.inferer(x_ulb_s, engine.network)
+        logits_ulb_t = engine.teacher_forward(engine.teacher, x_ulb_w)
+        out = engine.state.output
+        out.update({Keys.PRED: logits_lb, Keys.LOGITS_LB: logits_lb, Keys.LOGITS_ULB_S: logits_ulb_s,
+                    Keys.LOGITS_ULB_T: logits_ulb_t})
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        loss_sup = engine.loss_function(logits_lb, y_lb).mean()
+        if self.consistency is not None:
+            loss_unsup = self.consistency(logits_ulb_s, logits_ulb_t)
+        else:
+            loss_unsup = softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float(), self.activation)
+        weight = float(getattr(engine.state, Keys.UNSUP_WEIGHT))
+        out.update({Keys.LOSS_SUP: loss_sup, Keys.LOSS_UNSUP: loss_unsup, Keys.UNSUP_WEIGHT: weight,
+                    Keys.LOSS: loss_sup + weight * loss_unsup})
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
