@@ -116,7 +116,7 @@ def run_one(spec: RunSpec, out_dir: Path, task_args: dict[str, Any], threads: in
         "eval_wall_s": round(eval_wall, 1),
         "peak_rss_mib": round(max(peak, eval_peak), 1),
         "epochs": len(val),
-        **{f"test_{k}": v for k, v in test.items() if k not in ("epoch", "wall_s")},
+        **{f"test_{k.removeprefix('val_')}": v for k, v in test.items() if k not in ("epoch", "wall_s")},
     }
     row.pop("overrides")
     tmp = result_file.with_suffix(".tmp")

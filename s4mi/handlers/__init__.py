@@ -5,5 +5,34 @@ from __future__ import annotations
 from .checkpoint import AtomicCheckpointSaver, latest_checkpoint
 from .metrics import MeanAUC
 from .metrics_logger import MetricsLogger
+from .ramps import (
+    ConstantRamp,
+    CosineRampDown,
+    GatedRamp,
+    LinearRamp,
+    Ramp,
+    RampHandler,
+    RampScheduler,
+    SigmoidRamp,
+    attach_ramp,
+    ramp_from_config,
+)
+from .teacher import EMATeacher
 
-__all__ = ["AtomicCheckpointSaver", "MeanAUC", "MetricsLogger", "latest_checkpoint"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "ConstantRamp",
+    "CosineRampDown",
+    "EMATeacher",
+    "GatedRamp",
+    "LinearRamp",
+    "MeanAUC",
+    "MetricsLogger",
+    "Ramp",
+    "RampHandler",
+    "RampScheduler",
+    "SigmoidRamp",
+    "attach_ramp",
+    "latest_checkpoint",
+    "ramp_from_config",
+]
