@@ -1,0 +1,130 @@
+"""Engine overhead: one Mean Teacher step through s4mi vs a plain PyTorch loop doing the same maths.
+
+Both sides use the same student, teacher, optimizer, and the same pre-made batches (in memory, so data loading is
+not measured). The plain loop does: joint student forward, teacher forward under no_grad, BCE/CE + softmax-MSE,
+backward, optimizer step, EMA update with torch._foreach ops. The s4mi side runs MeanTeacherTrainer (Ignite engine,
+MONAI events, EMATeacher handler, ramp scheduler). Interleaved rounds, medians of per-step times, ratio printed.
+
+    .venv/bin/python benchmarks/engine_overhead.py --model unet --steps 30 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from monai.losses import DiceCELoss
+from monai.networks.nets import DenseNet121, UNet
+
+from s4mi.engines import MeanTeacherTrainer
+from s4mi.handlers import EMATeacher
+from s4mi.losses import softmax_mse_loss
+
+
+def make(model: str) -> tuple[torch.nn.Module, list[dict], torch.nn.Module]:
+    g = torch.Generator().manual_seed(0)
+    if model == "unet":
+        net: torch.nn.Module = UNet(2, 3, 2, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)
+        shape, bs = (3, 96, 96), 8
+        label = lambda: torch.randint(0, 2, (bs, 1, 96, 96), generator=g).float()  # noqa: E731
+        loss: torch.nn.Module = DiceCELoss(to_onehot_y=True, softmax=True)
+    else:
+        net = DenseNet121(2, 1, 6)
+        shape, bs = (1, 64, 64), 16
+        label = lambda: torch.randint(0, 2, (bs, 6), generator=g).float()  # noqa: E731
+        loss = torch.nn.BCEWithLogitsLoss()
+    batches = []
+    for _ in range(4):
+        x = torch.rand(bs, *shape, generator=g)
+        batches.append({"labeled": {"image": torch.rand(bs, *shape, generator=g), "label": label()},
+                        "unlabeled": {"image": x, "image_s": x + 0.05 * torch.randn(x.shape, generator=g)}})
+    return net, batches, loss
+
+
+class Cycle:
+    def __init__(self, batches: list[dict], n: int) -> None:
+        self.batches, self.n = batches, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for i in range(self.n):
+            yield self.batches[i % len(self.batches)]
+
+
+def plain_steps(net: torch.nn.Module, teacher: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+                batches: list[dict], n: int, activation: str, m: float = 0.99) -> list[float]:
+    times = []
+    tp = [p for p in teacher.parameters()]
+    sp = [p for p in net.parameters()]
+    for i in range(n):
+        t0 = time.perf_counter()
+        b = batches[i % len(batches)]
+        x_lb, y_lb = b["labeled"]["image"], b["labeled"]["label"]
+        x_w, x_s = b["unlabeled"]["image"], b["unlabeled"]["image_s"]
+        net.train()
+        opt.zero_grad(set_to_none=False)
+        logits = net(torch.cat([x_lb, x_s]))
+        logits_lb, logits_s = logits[: len(x_lb)], logits[len(x_lb):]
+        with torch.no_grad():
+            logits_t = teacher(x_w)
+        loss = loss_fn(logits_lb, y_lb).mean() + 1.0 * softmax_mse_loss(logits_s, logits_t, activation)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_mul_(tp, m)
+            torch._foreach_add_(tp, [p.detach() for p in sp], alpha=1 - m)
+            for tb, sb in zip(teacher.buffers(), net.buffers()):
+                tb.copy_(sb)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def s4mi_steps(net: torch.nn.Module, loss_fn: torch.nn.Module, batches: list[dict], n: int, activation: str) -> list[float]:
+    teacher = EMATeacher(net, momentum=0.99)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    trainer = MeanTeacherTrainer(device="cpu", max_epochs=1, train_data_loader=Cycle(batches, n), network=net,
+                                 optimizer=opt, loss_function=loss_fn, teachers=[teacher], activation=activation)
+    times: list[float] = []
+    from ignite.engine import Events
+
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: times.append(-time.perf_counter()))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: times.__setitem__(-1, times[-1] + time.perf_counter()))
+    trainer.run()
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", choices=["unet", "densenet"], default="unet")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    activation = "softmax" if a.model == "unet" else "sigmoid"
+    net, batches, loss_fn = make(a.model)
+    plain_med, s4mi_med = [], []
+    for r in range(a.rounds):
+        import copy
+
+        teacher = copy.deepcopy(net).requires_grad_(False).eval()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        plain = plain_steps(net, teacher, opt, loss_fn, batches, a.steps, activation)[3:]
+        ours = s4mi_steps(net, loss_fn, batches, a.steps, activation)[3:]
+        plain_med.append(statistics.median(plain))
+        s4mi_med.append(statistics.median(ours))
+        print(f"round {r}: plain {plain_med[-1] * 1e3:.1f} ms/step, s4mi {s4mi_med[-1] * 1e3:.1f} ms/step")
+    ratios = [s / p for s, p in zip(s4mi_med, plain_med)]
+    print()
+    print(f"| model | plain PyTorch (ms/step) | s4mi MeanTeacherTrainer (ms/step) | ratio (median of {a.rounds} rounds) |")
+    print("|---|---|---|---|")
+    print(f"| {a.model} | {statistics.median(plain_med) * 1e3:.1f} | {statistics.median(s4mi_med) * 1e3:.1f} | "
+          f"{statistics.median(ratios):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
