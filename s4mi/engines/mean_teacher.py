@@ -59,8 +59,14 @@ class MeanTeacherTrainer(SemiSupervisedTrainer):
             logits_ulb_s = engine.inferer(x_ulb_s, engine.network)
         logits_ulb_t = engine.teacher_forward(engine.teacher, x_ulb_w)
         out = engine.state.output
-        out.update({Keys.PRED: logits_lb, Keys.LOGITS_LB: logits_lb, Keys.LOGITS_ULB_S: logits_ulb_s,
-                    Keys.LOGITS_ULB_T: logits_ulb_t})
+        out.update(
+            {
+                Keys.PRED: logits_lb,
+                Keys.LOGITS_LB: logits_lb,
+                Keys.LOGITS_ULB_S: logits_ulb_s,
+                Keys.LOGITS_ULB_T: logits_ulb_t,
+            }
+        )
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss_sup = engine.loss_function(logits_lb, y_lb).mean()
         if self.consistency is not None:
@@ -68,6 +74,12 @@ class MeanTeacherTrainer(SemiSupervisedTrainer):
         else:
             loss_unsup = softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float(), self.activation)
         weight = float(getattr(engine.state, Keys.UNSUP_WEIGHT))
-        out.update({Keys.LOSS_SUP: loss_sup, Keys.LOSS_UNSUP: loss_unsup, Keys.UNSUP_WEIGHT: weight,
-                    Keys.LOSS: loss_sup + weight * loss_unsup})
+        out.update(
+            {
+                Keys.LOSS_SUP: loss_sup,
+                Keys.LOSS_UNSUP: loss_unsup,
+                Keys.UNSUP_WEIGHT: weight,
+                Keys.LOSS: loss_sup + weight * loss_unsup,
+            }
+        )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from monai.engines import SupervisedTrainer
@@ -96,7 +96,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         loss_function: Callable,
         teachers: Mapping[str, EMATeacher] | Sequence[EMATeacher] | None = None,
         unsup_weight: float | Callable[[int], float] = 1.0,
-        unsup_weight_every: str = "iteration",
+        unsup_weight_every: Literal["iteration", "epoch"] = "iteration",
         image_key: str = "image",
         label_key: str = "label",
         strong_key: str = "image_s",
@@ -106,8 +106,14 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     ) -> None:
         kwargs.setdefault("decollate", False)  # labelled and unlabelled batch sizes differ
         super().__init__(
-            device=device, max_epochs=max_epochs, train_data_loader=train_data_loader, network=network,
-            optimizer=optimizer, loss_function=loss_function, inferer=inferer, **kwargs,
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            inferer=inferer,
+            **kwargs,
         )
         if teachers is None:
             teachers = {}
@@ -151,8 +157,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 f"the unlabelled batch holds label key(s) {sorted(set(leaked))}: unlabelled items must carry images "
                 "only (check the 'unlabeled' section of the datalist and the unlabelled dataset's transforms)"
             )
-        for name, part, keys in (("labeled", lb, (self.image_key, self.label_key)),
-                                 ("unlabeled", ulb, (self.image_key, self.strong_key))):
+        for name, part, keys in (
+            ("labeled", lb, (self.image_key, self.label_key)),
+            ("unlabeled", ulb, (self.image_key, self.strong_key)),
+        ):
             absent = [k for k in keys if k not in part]
             if absent:
                 raise KeyError(f"the {name} batch lacks key(s) {absent} (has {sorted(part)})")
@@ -200,22 +208,22 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         engine.network.train()
         if should_zero_grad:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        use_scaler = engine.amp and engine.scaler is not None
-        context = torch.autocast("cuda", **engine.amp_kwargs) if use_scaler else nullcontext()
+        scaler = engine.scaler if engine.amp else None
+        context = torch.autocast("cuda", **engine.amp_kwargs) if scaler is not None else nullcontext()
         with context:
             engine.train_step(engine, batch)
         loss = engine.state.output[Keys.LOSS]
         if engine.accumulation_steps > 1:
             loss = loss / engine.accumulation_steps
-        if use_scaler:
-            engine.scaler.scale(loss).backward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
         else:
             loss.backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if should_step:
-            if use_scaler:
-                engine.scaler.step(engine.optimizer)
-                engine.scaler.update()
+            if scaler is not None:
+                scaler.step(engine.optimizer)
+                scaler.update()
             else:
                 engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

@@ -32,7 +32,9 @@ def softmax_mse_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, activation:
         scalar loss.
     """
     if logits_s.shape != logits_t.shape:
-        raise ValueError(f"student and teacher logits differ in shape: {tuple(logits_s.shape)} vs {tuple(logits_t.shape)}")
+        raise ValueError(
+            f"student and teacher logits differ in shape: {tuple(logits_s.shape)} vs {tuple(logits_t.shape)}"
+        )
     return F.mse_loss(probabilities(logits_s, activation), probabilities(logits_t.detach(), activation))
 
 

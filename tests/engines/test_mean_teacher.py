@@ -15,8 +15,10 @@ from s4mi.handlers import EMATeacher
 
 def _data(n_lb: int = 8, n_ulb: int = 16, leak: bool = False) -> SemiSupervisedLoader:
     g = torch.Generator().manual_seed(0)
-    lb = [{"image": torch.randn(1, 8, 8, generator=g), "label": torch.tensor([i % 2, 1 - i % 2], dtype=torch.float32)}
-          for i in range(n_lb)]
+    lb = [
+        {"image": torch.randn(1, 8, 8, generator=g), "label": torch.tensor([i % 2, 1 - i % 2], dtype=torch.float32)}
+        for i in range(n_lb)
+    ]
     ulb = []
     for _ in range(n_ulb):
         x = torch.randn(1, 8, 8, generator=g)
@@ -32,9 +34,15 @@ def _trainer(loader: SemiSupervisedLoader, momentum: float = 0.9, **kwargs: obje
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     teacher = EMATeacher(net, momentum=momentum)
     return MeanTeacherTrainer(
-        device="cpu", max_epochs=1, train_data_loader=loader, network=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=torch.nn.BCEWithLogitsLoss(),
-        teachers=[teacher], activation="sigmoid", **kwargs,  # type: ignore[arg-type]
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=loader,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        loss_function=torch.nn.BCEWithLogitsLoss(),
+        teachers=[teacher],
+        activation="sigmoid",
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -102,8 +110,12 @@ def test_identical_views_warn() -> None:
 def test_events_fire_in_order_and_accumulation_steps() -> None:
     trainer = _trainer(_data(), accumulation_steps=2)
     order: list[str] = []
-    for ev in (IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
-               IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED):
+    for ev in (
+        IterationEvents.FORWARD_COMPLETED,
+        IterationEvents.LOSS_COMPLETED,
+        IterationEvents.BACKWARD_COMPLETED,
+        IterationEvents.MODEL_COMPLETED,
+    ):
         trainer.add_event_handler(ev, lambda e, name=ev.name: order.append(name))
     steps: list[int] = []
     real_step = trainer.optimizer.step
