@@ -68,7 +68,7 @@ def _cmd_split(a: argparse.Namespace) -> None:
     load_datalist(a.datalist, check_files=False)  # validate; the split itself keeps the file's relative paths
     data = json.loads(Path(a.datalist).read_text())
     if a.protocol == "isic2018":
-        out = isic2018_protocol(data, labelled_fraction=a.fraction if a.fraction else 0.2, seed=a.seed)
+        out = isic2018_protocol(data, labelled_fraction=a.fraction if a.fraction else 0.2, seed=a.seed or 0)
     elif a.protocol == "pranet":
         out = pranet_protocol(
             data, labelled_fraction=a.fraction if a.fraction else 0.2, seed=2022 if a.seed is None else a.seed
