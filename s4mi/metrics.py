@@ -6,10 +6,11 @@ import warnings
 
 import numpy as np
 import torch
-from monai.metrics import ROCAUCMetric
+from monai.metrics import ConfusionMatrixMetric, ROCAUCMetric
+from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
 from monai.metrics.rocauc import _calculate
 
-__all__ = ["MeanAUCMetric", "mean_auc"]
+__all__ = ["MacroConfusionMatrixMetric", "MeanAUCMetric", "mean_auc"]
 
 
 def mean_auc(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[float, list[float]]:
@@ -56,3 +57,30 @@ class MeanAUCMetric(ROCAUCMetric):
             warnings.warn("no class has both positives and negatives: mean AUC is NaN", stacklevel=2)
         self.per_class = per_class
         return value
+
+
+class MacroConfusionMatrixMetric(ConfusionMatrixMetric):
+    """Per-class confusion-matrix metric averaged over classes (macro), as skin-lesion papers report it.
+
+    MONAI's :class:`~monai.metrics.ConfusionMatrixMetric` with ``reduction="mean"`` averages the confusion matrix
+    over classes first and computes the metric once (a micro average): for single-label multi-class data every
+    error is one false negative and one false positive, so micro sensitivity, precision and F1 all equal top-1
+    accuracy. SRC-MT and S2MTS2 report each metric per class (one-vs-rest) averaged over classes; this does that.
+    Classes where the metric is undefined (e.g. no positive in the set for sensitivity) are skipped.
+
+    Args:
+        metric_name: one MONAI confusion-matrix metric name ("sensitivity", "specificity", "accuracy", "f1 score",
+            "precision", ...).
+        include_background: whether channel 0 counts as a class (True for classification).
+    """
+
+    def __init__(self, metric_name: str, include_background: bool = True) -> None:
+        super().__init__(include_background=include_background, metric_name=metric_name, reduction="sum_batch")
+
+    def aggregate(self, compute_sample: bool = False, reduction: str | None = None) -> list[torch.Tensor]:  # type: ignore[override]
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError("the data to aggregate must be a PyTorch Tensor")
+        per_class = data.sum(dim=0)  # C 4: tp, fp, tn, fn per class over the whole set
+        values = compute_confusion_matrix_metric(self.metric_name[0], per_class)
+        return [torch.nanmean(values)]

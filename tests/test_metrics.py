@@ -44,3 +44,39 @@ def test_metric_accumulates_batches_and_rejects_bad_shapes() -> None:
     assert m.aggregate() == pytest.approx(naive_auc([0.9, 0.1, 0.2, 0.7], [1, 0, 1, 0]))
     with pytest.raises(ValueError, match="B C"):
         mean_auc(torch.zeros(3, 2), torch.zeros(3, 3))
+
+
+def test_macro_confusion_metrics_match_naive_per_class_average() -> None:
+    from s4mi.metrics import MacroConfusionMatrixMetric
+
+    y_true = [0, 0, 0, 0, 0, 1, 1, 2]
+    y_pred = [0, 2, 0, 1, 0, 1, 1, 1]
+    n = 3
+
+    def onehot(v: list[int]) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.tensor(v), n).float()
+
+    def naive(name: str) -> float:
+        vals = []
+        for c in range(n):
+            tp = sum(t == c and p == c for t, p in zip(y_true, y_pred))
+            fp = sum(t != c and p == c for t, p in zip(y_true, y_pred))
+            fn = sum(t == c and p != c for t, p in zip(y_true, y_pred))
+            tn = len(y_true) - tp - fp - fn
+            vals.append(
+                {
+                    "sensitivity": tp / (tp + fn),
+                    "specificity": tn / (tn + fp),
+                    "accuracy": (tp + tn) / len(y_true),
+                    "f1 score": 2 * tp / (2 * tp + fp + fn),
+                }[name]
+            )
+        return sum(vals) / n
+
+    for name in ("sensitivity", "specificity", "accuracy", "f1 score"):
+        m = MacroConfusionMatrixMetric(name)
+        m(onehot(y_pred[:5]), onehot(y_true[:5]))
+        m(onehot(y_pred[5:]), onehot(y_true[5:]))
+        assert m.aggregate()[0].item() == pytest.approx(naive(name)), name
+    # the micro average that MONAI's reduction="mean" gives makes sensitivity equal F1; macro does not here
+    assert naive("sensitivity") != pytest.approx(naive("f1 score"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver, latest_checkpoint
-from .metrics import MeanAUC
+from .metrics import MacroConfusionMatrix, MeanAUC
 from .metrics_logger import MetricsLogger
 from .ramps import (
     ConstantRamp,
@@ -26,6 +26,7 @@ __all__ = [
     "EMATeacher",
     "GatedRamp",
     "LinearRamp",
+    "MacroConfusionMatrix",
     "MeanAUC",
     "MetricsLogger",
     "Ramp",
