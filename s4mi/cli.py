@@ -99,6 +99,7 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
         equal_steps=not a.equal_epochs,
         phantom_n=a.phantom_n,
         threads=a.threads,
+        reevaluate=a.reevaluate,
     )
     paths = write_reports(rows, a.out, command=command)
     print(Path(paths["markdown"]).read_text())
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--phantom-n", type=int, default=1000)
     bm.add_argument("--threads", type=int, default=None)
     bm.add_argument("--equal-epochs", action="store_true", help="same epochs (not steps) at every fraction")
+    bm.add_argument("--reevaluate", action="store_true", help="evaluate finished runs again, keeping training times")
     bm.set_defaults(func=_cmd_benchmark)
 
     dm = sub.add_parser("demo", help="train the supervised chest X-ray baseline on the phantom and report")
