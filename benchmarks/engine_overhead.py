@@ -38,8 +38,12 @@ def make(model: str) -> tuple[torch.nn.Module, list[dict], torch.nn.Module]:
     batches = []
     for _ in range(4):
         x = torch.rand(bs, *shape, generator=g)
-        batches.append({"labeled": {"image": torch.rand(bs, *shape, generator=g), "label": label()},
-                        "unlabeled": {"image": x, "image_s": x + 0.05 * torch.randn(x.shape, generator=g)}})
+        batches.append(
+            {
+                "labeled": {"image": torch.rand(bs, *shape, generator=g), "label": label()},
+                "unlabeled": {"image": x, "image_s": x + 0.05 * torch.randn(x.shape, generator=g)},
+            }
+        )
     return net, batches, loss
 
 
@@ -55,8 +59,16 @@ class Cycle:
             yield self.batches[i % len(self.batches)]
 
 
-def plain_steps(net: torch.nn.Module, teacher: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: torch.nn.Module,
-                batches: list[dict], n: int, activation: str, m: float = 0.99) -> list[float]:
+def plain_steps(
+    net: torch.nn.Module,
+    teacher: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: torch.nn.Module,
+    batches: list[dict],
+    n: int,
+    activation: str,
+    m: float = 0.99,
+) -> list[float]:
     times = []
     tp = [p for p in teacher.parameters()]
     sp = [p for p in net.parameters()]
@@ -68,7 +80,7 @@ def plain_steps(net: torch.nn.Module, teacher: torch.nn.Module, opt: torch.optim
         net.train()
         opt.zero_grad(set_to_none=False)
         logits = net(torch.cat([x_lb, x_s]))
-        logits_lb, logits_s = logits[: len(x_lb)], logits[len(x_lb):]
+        logits_lb, logits_s = logits[: len(x_lb)], logits[len(x_lb) :]
         with torch.no_grad():
             logits_t = teacher(x_w)
         loss = loss_fn(logits_lb, y_lb).mean() + 1.0 * softmax_mse_loss(logits_s, logits_t, activation)
@@ -83,16 +95,28 @@ def plain_steps(net: torch.nn.Module, teacher: torch.nn.Module, opt: torch.optim
     return times
 
 
-def s4mi_steps(net: torch.nn.Module, loss_fn: torch.nn.Module, batches: list[dict], n: int, activation: str) -> list[float]:
+def s4mi_steps(
+    net: torch.nn.Module, loss_fn: torch.nn.Module, batches: list[dict], n: int, activation: str
+) -> list[float]:
     teacher = EMATeacher(net, momentum=0.99)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    trainer = MeanTeacherTrainer(device="cpu", max_epochs=1, train_data_loader=Cycle(batches, n), network=net,
-                                 optimizer=opt, loss_function=loss_fn, teachers=[teacher], activation=activation)
+    trainer = MeanTeacherTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=Cycle(batches, n),
+        network=net,
+        optimizer=opt,
+        loss_function=loss_fn,
+        teachers=[teacher],
+        activation=activation,
+    )
     times: list[float] = []
     from ignite.engine import Events
 
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: times.append(-time.perf_counter()))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: times.__setitem__(-1, times[-1] + time.perf_counter()))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: times.__setitem__(-1, times[-1] + time.perf_counter())
+    )
     trainer.run()
     return times
 
@@ -120,10 +144,14 @@ def main() -> None:
         print(f"round {r}: plain {plain_med[-1] * 1e3:.1f} ms/step, s4mi {s4mi_med[-1] * 1e3:.1f} ms/step")
     ratios = [s / p for s, p in zip(s4mi_med, plain_med)]
     print()
-    print(f"| model | plain PyTorch (ms/step) | s4mi MeanTeacherTrainer (ms/step) | ratio (median of {a.rounds} rounds) |")
+    print(
+        f"| model | plain PyTorch (ms/step) | s4mi MeanTeacherTrainer (ms/step) | ratio (median of {a.rounds} rounds) |"
+    )
     print("|---|---|---|---|")
-    print(f"| {a.model} | {statistics.median(plain_med) * 1e3:.1f} | {statistics.median(s4mi_med) * 1e3:.1f} | "
-          f"{statistics.median(ratios):.3f} |")
+    print(
+        f"| {a.model} | {statistics.median(plain_med) * 1e3:.1f} | {statistics.median(s4mi_med) * 1e3:.1f} | "
+        f"{statistics.median(ratios):.3f} |"
+    )
 
 
 if __name__ == "__main__":
