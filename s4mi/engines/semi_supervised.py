@@ -131,7 +131,6 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             self.unsup_weight_scheduler = attach_ramp(self, unsup_weight, Keys.UNSUP_WEIGHT, every=unsup_weight_every)
         else:
             setattr(self.state, Keys.UNSUP_WEIGHT, float(unsup_weight))
-        self._warned_same_views = False
 
     @property
     def teacher(self) -> torch.nn.Module:
@@ -171,8 +170,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             Keys.X_ULB_W: ulb[self.image_key].to(dev, non_blocking=nb),
             Keys.X_ULB_S: ulb[self.strong_key].to(dev, non_blocking=nb),
         }
-        if not self._warned_same_views and torch.equal(out[Keys.X_ULB_W], out[Keys.X_ULB_S]):
-            self._warned_same_views = True
+        # one look at the first batch of a run is enough to catch a pipeline that never augments the strong view
+        if self.state.iteration <= 1 and torch.equal(out[Keys.X_ULB_W], out[Keys.X_ULB_S]):
             warnings.warn(
                 "the weak and strong unlabelled views are identical in this batch: check that the strong view is "
                 "augmented (a consistency loss between two identical inputs is about zero)",
