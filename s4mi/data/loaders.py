@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import RandomSampler
+import torch.distributed as dist
+from monai.transforms import Randomizable
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
-__all__ = ["SemiSupervisedLoader", "epoch_sampler"]
+__all__ = ["ResumableLoader", "SemiSupervisedLoader", "epoch_sampler"]
 
 
 def epoch_sampler(dataset: Sized, samples_per_epoch: int | None = None, seed: int = 0) -> RandomSampler | None:
@@ -36,28 +40,159 @@ def epoch_sampler(dataset: Sized, samples_per_epoch: int | None = None, seed: in
     return RandomSampler(dataset, replacement=True, num_samples=int(samples_per_epoch), generator=generator)  # type: ignore[arg-type]
 
 
+class _SeededItems(Dataset):
+    """Wrap a map-style dataset so each item is fetched as ``(index, seed)``, reseeding its random transforms first.
+
+    Seeding per item (not per worker or per batch) makes every augmentation a function of the run seed and the
+    item's place in the run alone, whatever ``num_workers`` is and wherever a run was resumed.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        transform = getattr(self.dataset, "transform", None)
+        if isinstance(transform, Randomizable):
+            transform.set_random_state(seed=int(seed))
+        return self.dataset[index]
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class ResumableLoader:
+    """A DataLoader whose passes are reproducible and which resumes exactly in the middle of a pass.
+
+    Ignite's :class:`~ignite.engine.Engine` restarts the data iterator when a run is resumed mid-epoch, so a plain
+    DataLoader would replay a different order with different augmentations. Here pass ``p`` is fixed by
+    ``(seed, name, p)``: the sampler is reseeded (its ``generator``, or ``set_epoch(p)`` for a
+    :class:`~torch.utils.data.distributed.DistributedSampler`), and each item's random transforms are reseeded
+    from ``(seed, name, p, rank, position)`` before it is loaded, so augmentations do not depend on
+    ``num_workers`` either. ``state_dict`` holds the pass and the number of batches already yielded from it; put
+    the loader in the checkpoint's ``save_dict`` and the next ``iter`` after loading continues with the batch
+    that comes next, skipping the consumed ones by index without loading them. (Ignite's ``DeterministicEngine``
+    does a similar thing for Ignite's own RNGs but cannot reach the per-transform RandomStates MONAI uses.)
+
+    Each pass builds a plain :class:`torch.utils.data.DataLoader` with the wrapped loader's dataset, collate
+    function, workers and pinning; ``persistent_workers`` is not kept.
+
+    Args:
+        loader: a DataLoader over a map-style dataset.
+        seed: the run seed.
+        name: tells streams apart, so two loaders with the same seed draw different orders.
+
+    Raises:
+        TypeError: for an iterable-style dataset, which cannot be indexed to skip batches.
+    """
+
+    def __init__(self, loader: DataLoader, seed: int = 0, name: str = "train") -> None:
+        if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+            raise TypeError(f"ResumableLoader {name!r} needs a DataLoader over a map-style dataset, got {loader!r}")
+        if loader.batch_sampler is None:
+            raise TypeError(f"ResumableLoader {name!r}: the DataLoader must batch (batch_size=None is not supported)")
+        self.loader, self.seed, self.name = loader, int(seed), name
+        self._id = zlib.crc32(name.encode())
+        self.pass_index = 0  # the pass in progress (or the next one to start)
+        self.position = 0  # batches of that pass already yielded
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def sampler(self) -> Any:
+        return getattr(self.loader.batch_sampler, "sampler", self.loader.sampler)
+
+    def _batches(self, pass_index: int) -> list[list[tuple[int, int]]]:
+        sampler = self.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(pass_index)
+        elif hasattr(sampler, "generator"):
+            entropy = [self.seed, self._id, pass_index, _rank(), 0]
+            seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+            sampler.generator = torch.Generator().manual_seed(seed)
+        batches = [list(b) for b in self.loader.batch_sampler]  # type: ignore[union-attr]
+        n_items = sum(len(b) for b in batches)
+        item_seeds = iter(np.random.SeedSequence([self.seed, self._id, pass_index, _rank(), 1]).generate_state(n_items))
+        return [[(int(i), int(next(item_seeds))) for i in b] for b in batches]
+
+    def _pass_loader(self, batches: list[list[tuple[int, int]]]) -> DataLoader:
+        dl = self.loader
+        workers = dl.num_workers
+        return DataLoader(
+            _SeededItems(dl.dataset),
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=dl.collate_fn,
+            pin_memory=dl.pin_memory,
+            timeout=dl.timeout,
+            worker_init_fn=dl.worker_init_fn,
+            multiprocessing_context=dl.multiprocessing_context if workers else None,
+            prefetch_factor=dl.prefetch_factor if workers else None,
+            pin_memory_device=dl.pin_memory_device,
+            # the iterator draws its base seed from this generator, not the global one: a resumed run creates
+            # iterators at other moments than the uninterrupted run did, so global draws would shift dropout etc.
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = self._batches(self.pass_index)
+        if self.position >= len(batches):  # saved right after the last batch of a pass
+            self.pass_index, self.position = self.pass_index + 1, 0
+            batches = self._batches(self.pass_index)
+        if not batches:
+            raise ValueError(f"ResumableLoader {self.name!r}: the loader yields no batch")
+        for batch in self._pass_loader(batches[self.position :]):
+            self.position += 1  # counted before the consumer sees the batch, so a checkpoint taken then includes it
+            yield batch
+        self.pass_index, self.position = self.pass_index + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"pass_index": self.pass_index, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        if int(state["seed"]) != self.seed:
+            raise ValueError(
+                f"ResumableLoader {self.name!r}: the checkpoint was written with seed {state['seed']}, this run has "
+                f"seed {self.seed}; resume with the same seed or start a new output folder"
+            )
+        self.pass_index, self.position = int(state["pass_index"]), int(state["position"])
+
+
 class SemiSupervisedLoader:
     """Iterate a labelled and an unlabelled loader together: each item is ``{"labeled": batch, "unlabeled": batch}``.
 
     A MONAI workflow takes one data loader, so this joins the two streams, each with its own batch size, sampler
     and transforms. One epoch is ``epoch_length`` iterations, set by the labelled loader, the unlabelled loader or
-    an explicit count; the other stream is cycled (restarted when exhausted, calling ``set_epoch`` on a
+    an explicit count; the other stream is cycled (a new pass when exhausted, with ``set_epoch`` on a
     ``DistributedSampler`` so every pass is shuffled anew and in step across ranks).
+
+    DataLoaders over map-style datasets are wrapped in :class:`ResumableLoader`: every pass's order and
+    augmentations follow from ``seed``, and ``state_dict`` records where each stream and the epoch are, so a run
+    resumed from an iteration checkpoint sees exactly the batches the uninterrupted run would have seen. Other
+    iterables are cycled as they are (no exact resume).
 
     Args:
         labeled: loader of labelled batches.
         unlabeled: loader of unlabelled batches.
         epoch_length: ``"labeled"``, ``"unlabeled"`` or a number of iterations.
+        seed: the run seed (the bundles pass their ``seed``).
 
     Raises:
         ValueError: when a loader is empty or ``epoch_length`` is not understood.
     """
 
-    def __init__(self, labeled: Iterable, unlabeled: Iterable, epoch_length: str | int = "unlabeled") -> None:
+    def __init__(
+        self, labeled: Iterable, unlabeled: Iterable, epoch_length: str | int = "unlabeled", seed: int = 0
+    ) -> None:
         for name, loader in (("labeled", labeled), ("unlabeled", unlabeled)):
             if isinstance(loader, Sized) and len(loader) == 0:
                 raise ValueError(f"SemiSupervisedLoader: the {name} loader is empty (no {name} items in the datalist?)")
-        self.labeled, self.unlabeled = labeled, unlabeled
+        self.labeled, self.unlabeled = self._wrap(labeled, "labeled", seed), self._wrap(unlabeled, "unlabeled", seed)
         if epoch_length in ("labeled", "unlabeled"):
             source = labeled if epoch_length == "labeled" else unlabeled
             if not isinstance(source, Sized):
@@ -67,7 +202,14 @@ class SemiSupervisedLoader:
             self.epoch_length = epoch_length
         else:
             raise ValueError(f"epoch_length must be 'labeled', 'unlabeled' or a positive int, got {epoch_length!r}")
-        self._passes = {"labeled": 0, "unlabeled": 0}
+        self.position = 0  # iterations of the current epoch already yielded
+        self._passes = {"labeled": 0, "unlabeled": 0}  # for iterables that are not ResumableLoaders
+
+    @staticmethod
+    def _wrap(loader: Iterable, name: str, seed: int) -> Iterable:
+        if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset) and loader.batch_sampler:
+            return ResumableLoader(loader, seed=seed, name=name)
+        return loader
 
     def __len__(self) -> int:
         return self.epoch_length
@@ -75,7 +217,7 @@ class SemiSupervisedLoader:
     def _cycle(self, name: str, loader: Iterable) -> Iterator[Any]:
         while True:
             sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
+            if not isinstance(loader, ResumableLoader) and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(self._passes[name])  # type: ignore[union-attr]
             self._passes[name] += 1
             empty = True
@@ -86,6 +228,26 @@ class SemiSupervisedLoader:
                 raise ValueError(f"SemiSupervisedLoader: the {name} loader yielded no batch")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.position >= self.epoch_length:
+            self.position = 0
         lb, ulb = self._cycle("labeled", self.labeled), self._cycle("unlabeled", self.unlabeled)
-        for _ in range(self.epoch_length):
-            yield {"labeled": next(lb), "unlabeled": next(ulb)}
+        while self.position < self.epoch_length:
+            batch = {"labeled": next(lb), "unlabeled": next(ulb)}
+            self.position += 1
+            yield batch
+        self.position = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"position": self.position}
+        for name in ("labeled", "unlabeled"):
+            stream = getattr(self, name)
+            if isinstance(stream, ResumableLoader):
+                state[name] = stream.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.position = int(state["position"])
+        for name in ("labeled", "unlabeled"):
+            stream = getattr(self, name)
+            if isinstance(stream, ResumableLoader) and name in state:
+                stream.load_state_dict(state[name])

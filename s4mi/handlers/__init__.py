@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checkpoint import AtomicCheckpointSaver, latest_checkpoint
+from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeSaver, latest_checkpoint
 from .metrics import MacroConfusionMatrix, MeanAUC
 from .metrics_logger import MetricsLogger
 from .ramps import (
@@ -32,6 +32,8 @@ __all__ = [
     "Ramp",
     "RampHandler",
     "RampScheduler",
+    "RandomStates",
+    "ResumeSaver",
     "SigmoidRamp",
     "attach_ramp",
     "latest_checkpoint",

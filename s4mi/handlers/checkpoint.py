@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointSaver
 
-__all__ = ["AtomicCheckpointSaver", "latest_checkpoint"]
+__all__ = ["AtomicCheckpointSaver", "RandomStates", "ResumeSaver", "latest_checkpoint"]
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -26,6 +32,112 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if ckpt is not None:
                 ckpt.save_handler._atomic = True  # type: ignore[union-attr]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best-so-far list of the key-metric checkpoint (MONAI has ``load_state_dict`` but no counterpart).
+
+        In a resume checkpoint this keeps a resumed run from overwriting ``model.pt`` with a worse model: without it
+        the first validation after a restart always "improves" on an empty list.
+        """
+        return self._key_metric_checkpoint.state_dict() if self._key_metric_checkpoint is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            super().load_state_dict(state_dict)
+
+
+class RandomStates:
+    """The process-wide random states (torch CPU and CUDA, NumPy, Python) as a checkpointable object.
+
+    Put it in a resume checkpoint's ``save_dict`` so a resumed run draws what the uninterrupted run would have
+    drawn (dropout, ``torch.randperm`` and anything else using the global generators). The state holds only
+    tensors and plain numbers, so it loads with ``torch.load(weights_only=True)``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": pos,
+                "has_gauss": has_gauss,
+                "cached": cached,
+            },
+            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        py = state["python"]
+        random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeSaver:
+    """Write the resume checkpoint at the end of every epoch and, optionally, every ``every_n_iterations``.
+
+    MONAI's :class:`~monai.handlers.CheckpointSaver` saves at one level only (epoch or iteration), and an
+    iteration-level save on an epoch's last iteration would come *before* that epoch's validation and
+    learning-rate step: a run resumed from it would skip both. This saver writes at ``EPOCH_COMPLETED`` (after the
+    handlers attached before it, such as validation) and at mid-epoch iterations only, names every file by the
+    trainer's iteration (``checkpoint_iteration=N.pt``, which :func:`latest_checkpoint` orders), writes
+    atomically and keeps the newest ``n_saved`` files, deleting older ones left by an earlier, killed process.
+    Mid-epoch saves also skip iterations inside a gradient-accumulation window (the accumulated gradient is not
+    saved). For an exact mid-epoch resume the ``save_dict`` must hold the data loader (a
+    :class:`~s4mi.data.loaders.ResumableLoader` or :class:`~s4mi.data.loaders.SemiSupervisedLoader`) and
+    :class:`RandomStates` besides the model, optimizer, scheduler, trainer and teachers.
+
+    Args:
+        save_dir: the resume folder.
+        save_dict: objects with ``state_dict``/``load_state_dict``.
+        every_n_iterations: mid-epoch save interval; 0 saves at epoch ends only.
+        n_saved: files to keep.
+    """
+
+    PATTERN = "checkpoint_iteration={global_step}.{ext}"
+
+    def __init__(self, save_dir: str, save_dict: dict[str, Any], every_n_iterations: int = 0, n_saved: int = 1) -> None:
+        if every_n_iterations < 0 or n_saved < 1:
+            raise ValueError(f"every_n_iterations must be >= 0 and n_saved >= 1, got {every_n_iterations}, {n_saved}")
+        self.save_dir = Path(save_dir)
+        self.every_n_iterations = int(every_n_iterations)
+        self.checkpoint = Checkpoint(
+            to_save=save_dict,
+            save_handler=DiskSaver(str(save_dir), atomic=True, require_empty=False),
+            filename_pattern=self.PATTERN,
+            n_saved=n_saved,
+            global_step_transform=lambda engine, _: engine.state.iteration,
+        )
+
+    def _mid_epoch(self, engine: Engine, iteration: int) -> bool:
+        every, length = self.every_n_iterations, engine.state.epoch_length
+        accumulation = int(getattr(engine, "accumulation_steps", 1) or 1)
+        return (
+            every > 0
+            and iteration % every == 0
+            and (length is None or iteration % length != 0)
+            and (iteration % length if length else iteration) % accumulation == 0
+        )
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        if self.every_n_iterations:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._mid_epoch), self)
+
+    def __call__(self, engine: Engine) -> None:
+        self.checkpoint(engine)
+        keep = {item.filename for item in self.checkpoint._saved}
+        for f in self.save_dir.glob("checkpoint_iteration=*.pt"):
+            if f.name not in keep:
+                f.unlink(missing_ok=True)
 
 
 _STEP = re.compile(r"=(\d+)\.pt$")
