@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from s4mi.data.datalist import load_datalist
 from s4mi.data.phantoms import PHANTOMS
 from s4mi.data.prepare import phantom_datalist
 
-__all__ = ["RunSpec", "run_grid", "summarise", "write_reports"]
+__all__ = ["RunSpec", "is_semi_supervised", "run_grid", "summarise", "write_reports"]
 
 
 @dataclass
@@ -151,6 +152,12 @@ def task_arguments(task: str, phantom_n: int = 1000) -> tuple[dict[str, Any], in
     return args, n_train
 
 
+def is_semi_supervised(method: str) -> bool:
+    """True for a bundle that trains on unlabelled data too (its ``train`` section has an ``unlabeled_dataset``)."""
+    config = json.loads((Path(locate_bundle_root(method)) / "configs" / "train.json").read_text())
+    return "unlabeled_dataset" in config.get("train", {})
+
+
 def run_grid(
     task: str,
     methods: Sequence[str],
@@ -162,8 +169,11 @@ def run_grid(
     phantom_n: int = 1000,
     threads: int | None = None,
     reevaluate: bool = False,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Run every (method, fraction, seed) and return the result rows.
+
+    Semi-supervised bundles are skipped at fraction 1 (there is no unlabelled data left to use).
 
     Args:
         task: phantom name or datalist path.
@@ -177,19 +187,38 @@ def run_grid(
         phantom_n: phantom size when ``task`` is a phantom.
         threads: OMP threads per run.
         reevaluate: evaluate finished runs again (see :func:`run_one`).
+        jobs: runs at a time (each a child process; give ``threads`` so that jobs x threads fits the cores).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task_args, n_train = task_arguments(task, phantom_n)
     if equal_steps:
         task_args["samples_per_epoch"] = n_train
-    specs = [RunSpec(m, f, s, dict(overrides or {})) for m in methods for f in fractions for s in seeds]
-    rows = []
-    with tqdm(specs, desc="s4mi benchmark", unit="run", file=sys.stdout) as bar:
-        for spec in bar:
-            bar.set_postfix_str(spec.name)
-            rows.append(run_one(spec, out, task_args, threads, reevaluate))
-    return rows
+    semi = {m: is_semi_supervised(m) for m in methods}
+    specs = [
+        RunSpec(m, f, s, dict(overrides or {}))
+        for m in methods
+        for f in fractions
+        for s in seeds
+        if not (semi[m] and f >= 1.0)
+    ]
+    rows: list[dict[str, Any] | None] = [None] * len(specs)
+    with tqdm(total=len(specs), desc="s4mi benchmark", unit="run", file=sys.stdout) as bar:
+        if jobs <= 1:
+            for i, spec in enumerate(specs):
+                bar.set_postfix_str(spec.name)
+                rows[i] = run_one(spec, out, task_args, threads, reevaluate)
+                bar.update()
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = {
+                    pool.submit(run_one, spec, out, task_args, threads, reevaluate): i for i, spec in enumerate(specs)
+                }
+                for future in as_completed(futures):
+                    rows[futures[future]] = future.result()
+                    bar.set_postfix_str(specs[futures[future]].name)
+                    bar.update()
+    return [r for r in rows if r is not None]
 
 
 def _metric_columns(rows: list[dict[str, Any]]) -> list[str]:
