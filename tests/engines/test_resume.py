@@ -78,7 +78,9 @@ def _build(out: Path, seed: int = 0, every: int = 2, loader_in_ckpt: bool = True
 
 
 def _weights(trainer: MeanTeacherTrainer) -> list[torch.Tensor]:
-    return [t.detach().clone() for t in [*trainer.network.state_dict().values(), *trainer.teacher.state_dict().values()]]
+    return [
+        t.detach().clone() for t in [*trainer.network.state_dict().values(), *trainer.teacher.state_dict().values()]
+    ]
 
 
 def _kill_at(trainer: MeanTeacherTrainer, iteration: int) -> None:
