@@ -247,6 +247,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, command: str = "") -> dict[str, Path]:
     """Write ``results.csv`` (every run), ``results.md`` (mean +- std) and ``results.png``; return their paths."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     metrics = _metric_columns(rows)
     csv_path = out / "results.csv"
     fields = ["method", "fraction", "seed", *metrics, "epochs", "train_wall_s", "eval_wall_s", "peak_rss_mib"]

@@ -43,3 +43,61 @@ def test_write_reports(tmp_path: Path) -> None:
     md = paths["markdown"].read_text()
     assert "`s4mi benchmark --task cxr`" in md and "| m | 10 % | 3 | 0.6033 ± 0.0153" in md
     assert paths["plot"].stat().st_size > 1000
+
+
+def test_grid_skips_semi_supervised_at_full_labels_and_runs_jobs_in_parallel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from s4mi.benchmark import runner
+
+    assert runner.is_semi_supervised("mean_teacher_polyp_segmentation")
+    assert not runner.is_semi_supervised("supervised_polyp_segmentation")
+    monkeypatch.setattr(runner, "task_arguments", lambda task, n: ({"phantom": task}, 100))
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def fake_run_one(spec, out, task_args, threads, reevaluate):  # type: ignore[no-untyped-def]
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05 if spec.method.startswith("sup") else 0.2)  # finish out of order
+        with lock:
+            running[0] -= 1
+        return {"method": spec.method, "fraction": spec.fraction, "seed": spec.seed, "samples": task_args}
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    methods = ["mean_teacher_polyp_segmentation", "supervised_polyp_segmentation"]
+    rows = runner.run_grid("polyp", methods, [0.1, 1.0], [0, 1], tmp_path, jobs=2)
+    cells = [(r["method"][:4], r["fraction"], r["seed"]) for r in rows]
+    assert cells == [  # grid order kept; no Mean Teacher run at 100 % labels
+        ("mean", 0.1, 0),
+        ("mean", 0.1, 1),
+        ("supe", 0.1, 0),
+        ("supe", 0.1, 1),
+        ("supe", 1.0, 0),
+        ("supe", 1.0, 1),
+    ]
+    assert peak[0] == 2
+    assert rows[0]["samples"]["samples_per_epoch"] == 100  # equal steps at every fraction
+
+
+def test_benchmark_without_arguments_is_the_quick_grid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from s4mi import benchmark, cli
+
+    seen: dict = {}
+
+    def fake_grid(task, methods, fractions, seeds, out, **kw):  # type: ignore[no-untyped-def]
+        seen.update(task=task, methods=methods, fractions=fractions, seeds=seeds, out=out, **kw)
+        return _rows()
+
+    monkeypatch.setattr(benchmark, "run_grid", fake_grid)
+    monkeypatch.chdir(tmp_path)
+    cli.main(["benchmark"])
+    assert seen["task"] == "polyp" and seen["seeds"] == [0] and seen["jobs"] == 2 and seen["threads"] == 1
+    assert "mean_teacher_polyp_segmentation" in seen["methods"] and seen["fractions"] == [0.1, 1.0]
+    assert (tmp_path / "outputs" / "benchmark" / "results.md").is_file()
+    cli.main(["benchmark", "--task", "cxr", "--seeds", "4", "--out", "x"])
+    assert seen["methods"] == ["supervised_cxr_classification"] and seen["seeds"] == [4] and seen["jobs"] == 1

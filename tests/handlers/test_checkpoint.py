@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from s4mi.handlers import AtomicCheckpointSaver, latest_checkpoint
+from s4mi.handlers import AtomicCheckpointSaver, RandomStates, ResumeSaver, latest_checkpoint
 
 
 def _engine_with_saver(tmp_path: Path, net: torch.nn.Module) -> Engine:
@@ -72,3 +72,35 @@ def test_latest_checkpoint(tmp_path: Path) -> None:
     for n in (2, 10, 9):
         (tmp_path / f"checkpoint_epoch={n}.pt").write_bytes(b"x")
     assert latest_checkpoint(tmp_path).endswith("checkpoint_epoch=10.pt")
+
+
+def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    torch.save({"rng": RandomStates().state_dict()}, tmp_path / "c.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    RandomStates().load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_resume_saver_schedule_names_and_pruning(tmp_path: Path) -> None:
+    (tmp_path / "checkpoint_iteration=3.pt").write_bytes(b"left by a killed process")
+    net = torch.nn.Linear(2, 2)
+    engine = Engine(lambda e, b: None)
+    saved: list[int] = []
+    saver = ResumeSaver(str(tmp_path), {"model": net}, every_n_iterations=2)
+    saver.attach(engine)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: saved.append(int(latest_checkpoint(tmp_path)[-4])))
+    engine.run(range(5), max_epochs=2)  # iterations 1..10, epoch ends at 5 and 10
+    # mid-epoch saves at 2, 4, 6, 8; the epoch-end saves (5, 10) come after ITERATION_COMPLETED
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["checkpoint_iteration=10.pt"]
+    assert saved == [3, 2, 2, 4, 4, 6, 6, 8, 8, 8]
+    state = torch.load(tmp_path / "checkpoint_iteration=10.pt", weights_only=True)  # one object: saved bare (Ignite)
+    assert state.keys() == {"weight", "bias"}
+    with pytest.raises(ValueError, match="every_n_iterations"):
+        ResumeSaver(str(tmp_path), {"model": net}, every_n_iterations=-1)
