@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .consistency import ConsistencyMSELoss, probabilities, softmax_mse_loss
+from .masked import MaskedBCEWithLogitsLoss
 
-__all__ = ["ConsistencyMSELoss", "probabilities", "softmax_mse_loss"]
+__all__ = ["ConsistencyMSELoss", "MaskedBCEWithLogitsLoss", "probabilities", "softmax_mse_loss"]
