@@ -87,7 +87,7 @@ def _cmd_split(a: argparse.Namespace) -> None:
 # CPU in about 10 minutes.
 QUICK = {
     "task": "polyp",
-    "methods": ["supervised_polyp_segmentation", "mean_teacher_polyp_segmentation"],
+    "methods": ["mean_teacher_polyp_segmentation", "supervised_polyp_segmentation"],  # longest run first
     "fractions": [0.1, 1.0],
     "seeds": [0],
     "out": "outputs/benchmark",
