@@ -36,7 +36,7 @@ def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def _cmd_data_make(a: argparse.Namespace) -> None:
     from s4mi.data.phantoms import make_phantom
 
-    path = make_phantom(a.name, a.out, n=a.n, seed=a.seed, image_size=a.size, dicom=a.dicom)
+    path = make_phantom(a.name, a.out, n=a.n, seed=a.seed, image_size=a.size, dicom=a.dicom, splits=tuple(a.splits))
     data = json.loads(Path(path).read_text())
     counts = ", ".join(f"{s} {len(data.get(s, []))}" for s in ("training", "validation", "test"))
     print(f"wrote {path} ({counts})")
@@ -131,6 +131,39 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
         print(f"{k}: {p}")
 
 
+def _cmd_run(a: argparse.Namespace, extra: Sequence[str]) -> None:
+    import os
+    import subprocess
+
+    from s4mi.bundle import locate_bundle_root
+
+    given = Path(a.bundle)
+    configs = (given if (given / "configs").is_dir() else Path(locate_bundle_root(a.bundle))) / "configs"
+    stages = a.stages or [s for s in ("pretrain", "train") if (configs / f"{s}.json").is_file()]
+    for stage in stages:
+        config = configs / f"{stage}.json"
+        if not config.is_file():
+            raise SystemExit(f"s4mi run: {a.bundle} has no stage {stage!r} ({config} not found)")
+    for stage in stages:
+        cmd = [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(configs / f"{stage}.json"),
+            "--meta_file",
+            str(configs / "metadata.json"),
+            "--logging_file",
+            str(configs / "logging.conf"),
+            *extra,
+        ]
+        print(f"s4mi run: {a.bundle} stage {stage}: {shlex.join(cmd[1:])}", flush=True)
+        code = subprocess.call(cmd, env=dict(os.environ))
+        if code != 0:
+            raise SystemExit(f"s4mi run: stage {stage} of {a.bundle} failed (exit {code})")
+
+
 def _cmd_demo(a: argparse.Namespace) -> None:
     from s4mi.demo import run_demo
 
@@ -150,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--size", type=int, default=None, help="image size (default: the generator's)")
     mk.add_argument("--dicom", action="store_true", help="write DICOM instead of PNG (cxr)")
+    mk.add_argument(
+        "--splits",
+        nargs=3,
+        type=float,
+        default=[0.7, 0.1, 0.2],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fractions of training, validation and test (default 0.7 0.1 0.2)",
+    )
     mk.set_defaults(func=_cmd_data_make)
     ad = dsub.add_parser("adapt", help="datalist from a public dataset's own layout")
     ad.add_argument("name", choices=["chestxray14", "chexpert", "isic2018", "kvasir", "pranet", "msd"])
@@ -188,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--reevaluate", action="store_true", help="evaluate finished runs again, keeping training times")
     bm.set_defaults(func=_cmd_benchmark)
 
+    rn = sub.add_parser(
+        "run",
+        help="run a bundle's stages in order (pretrain, then train) with the same overrides",
+        description="Runs `python -m monai.bundle run` for each stage config of the bundle (configs/pretrain.json "
+        "when the bundle has one, then configs/train.json), passing every further --key value override to each.",
+    )
+    rn.add_argument("bundle", help="bundle name (under bundles/) or path")
+    rn.add_argument("--stages", nargs="+", default=None, help="stage configs to run (default: pretrain train)")
+    rn.set_defaults(func=_cmd_run, takes_extra=True)
+
     dm = sub.add_parser("demo", help="train the supervised chest X-ray baseline on the phantom and report")
     dm.add_argument("--out", default="outputs/demo")
     dm.add_argument("--epochs", type=int, default=8)
@@ -196,7 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "takes_extra", False):
+        args.func(args, extra)
+        return
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.func(args)
 
 

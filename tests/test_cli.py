@@ -55,3 +55,29 @@ def test_parse_overrides() -> None:
     }
     with pytest.raises(SystemExit, match="key=value"):
         _parse_overrides(["oops"])
+
+
+def test_data_make_splits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(
+        [
+            "data",
+            "make",
+            "cxr",
+            "--out",
+            str(tmp_path / "c"),
+            "--n",
+            "20",
+            "--size",
+            "32",
+            "--splits",
+            "0.5",
+            "0.2",
+            "0.3",
+        ]
+    )
+    assert "training 10, validation 4, test 6" in capsys.readouterr().out
+
+
+def test_run_names_a_missing_stage() -> None:
+    with pytest.raises(SystemExit, match="no stage 'pretrain'"):
+        main(["run", "supervised_cxr_classification", "--stages", "pretrain", "--max_epochs", "1"])

@@ -14,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -28,12 +29,39 @@ from s4mi.data.datalist import load_datalist
 from s4mi.data.phantoms import PHANTOMS
 from s4mi.data.prepare import phantom_datalist
 
-__all__ = ["RunSpec", "is_semi_supervised", "run_grid", "summarise", "write_reports"]
+__all__ = ["RunSpec", "is_semi_supervised", "parse_method", "run_grid", "summarise", "write_reports"]
+
+
+def parse_method(method: str) -> tuple[str, dict[str, Any]]:
+    """``"bundle"`` or ``"bundle:key=value,key=value"`` -> (bundle name, config overrides of this variant).
+
+    A variant is a bundle run with other settings under its own name in the tables, e.g.
+    ``s2mts2_cxr_classification:num_key_views=1,jcl_lambda_max=0`` (MoCo v2 pretraining, then Mean Teacher).
+    Values are parsed as JSON when they parse.
+
+    Raises:
+        ValueError: a variant setting is not ``key=value``.
+    """
+    bundle, _, spec = method.partition(":")
+    overrides: dict[str, Any] = {}
+    for pair in filter(None, spec.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"method {method!r}: variant settings must be key=value, got {pair!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return bundle, overrides
+
+
+def _dirname(method: str) -> str:
+    return method.replace(":", "__").replace("=", "-").replace(",", "_")
 
 
 @dataclass
 class RunSpec:
-    """One cell of the grid."""
+    """One cell of the grid; ``method`` is a bundle name or a variant (see :func:`parse_method`)."""
 
     method: str
     fraction: float
@@ -42,7 +70,41 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.method}/frac{self.fraction:g}/seed{self.seed}"
+        return f"{_dirname(self.method)}/frac{self.fraction:g}/seed{self.seed}"
+
+
+_PRETRAIN_LOCKS: dict[Path, threading.Lock] = {}
+_PRETRAIN_LOCKS_GUARD = threading.Lock()
+
+
+def _pretrain(
+    spec: RunSpec, bundle: Path, out_dir: Path, args: dict[str, Any], env: dict[str, str], base: list[str]
+) -> tuple[Path, dict[str, float]]:
+    """Run the bundle's ``configs/pretrain.json`` once per (method, seed); return the weights and its cost.
+
+    Pretraining reads every training image (labelled or not) and no label, so one run serves every label fraction.
+    Runs of the grid that need the same pretraining wait for it; a finished one is reused, a stopped one resumes.
+    """
+    pre_dir = out_dir / "pretrain" / _dirname(spec.method) / f"seed{spec.seed}"
+    weights = pre_dir / "models" / "pretrained.pt"
+    cost_file = pre_dir / "pretrain.json"
+    with _PRETRAIN_LOCKS_GUARD:
+        lock = _PRETRAIN_LOCKS.setdefault(pre_dir, threading.Lock())
+    with lock:
+        if not (weights.is_file() and cost_file.is_file()):
+            pre_dir.mkdir(parents=True, exist_ok=True)
+            pre_args = {**args, "output_dir": str(pre_dir), "ckpt_dir": str(pre_dir / "models"), "label_fraction": 1.0}
+            pre_args.pop("samples_per_epoch", None)
+            overrides = [x for k, v in pre_args.items() for x in (f"--{k}", _cli_value(v))]
+            cmd = [*base, "--config_file", str(bundle / "configs" / "pretrain.json"), *overrides]
+            code, wall, peak = _run_child(cmd, pre_dir / "pretrain.log", env)
+            if code != 0 or not weights.is_file():
+                raise RuntimeError(f"pretraining for {spec.name} failed (exit {code}); see {pre_dir / 'pretrain.log'}")
+            cost = {"pretrain_wall_s": round(wall, 1), "pretrain_peak_rss_mib": round(peak, 1)}
+            tmp = cost_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cost) + "\n")
+            os.replace(tmp, cost_file)
+    return weights, json.loads(cost_file.read_text())
 
 
 def _cli_value(v: Any) -> str:
@@ -81,7 +143,8 @@ def run_one(
     if previous is not None and not reevaluate:
         return previous
     run_dir.mkdir(parents=True, exist_ok=True)
-    bundle = Path(locate_bundle_root(spec.method))
+    bundle_name, variant = parse_method(spec.method)
+    bundle = Path(locate_bundle_root(bundle_name))
     configs = bundle / "configs"
     args: dict[str, Any] = {
         "bundle_root": str(bundle),
@@ -91,6 +154,7 @@ def run_one(
         "seed": spec.seed,
         "progress_bar": False,
         **task_args,
+        **variant,
         **spec.overrides,
     }
     env = dict(os.environ)
@@ -106,6 +170,10 @@ def run_one(
         "--logging_file",
         str(configs / "logging.conf"),
     ]
+    pretrain_cost: dict[str, float] = {}
+    if previous is None and (configs / "pretrain.json").is_file() and "pretrained_ckpt" not in args:
+        weights, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env, base)
+        args["pretrained_ckpt"] = str(weights)
     overrides = [x for k, v in args.items() for x in (f"--{k}", _cli_value(v))]
     if previous is None:
         train_cmd = [*base, "--config_file", str(configs / "train.json"), *overrides]
@@ -129,6 +197,7 @@ def run_one(
             "eval_wall_s": round(eval_wall, 1),
             "peak_rss_mib": round(max(peak, eval_peak), 1),
             "epochs": len(val),
+            **pretrain_cost,
         }
         row.pop("overrides")
     row.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items() if k not in ("epoch", "wall_s")})
@@ -154,7 +223,7 @@ def task_arguments(task: str, phantom_n: int = 1000) -> tuple[dict[str, Any], in
 
 def is_semi_supervised(method: str) -> bool:
     """True for a bundle that trains on unlabelled data too (its ``train`` section has an ``unlabeled_dataset``)."""
-    config = json.loads((Path(locate_bundle_root(method)) / "configs" / "train.json").read_text())
+    config = json.loads((Path(locate_bundle_root(parse_method(method)[0])) / "configs" / "train.json").read_text())
     return "unlabeled_dataset" in config.get("train", {})
 
 
@@ -236,7 +305,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (method, fraction), rs in sorted(groups.items()):
         s: dict[str, Any] = {"method": method, "fraction": fraction, "n_seeds": len(rs)}
-        for col in [*_metric_columns(rs), "train_wall_s", "peak_rss_mib"]:
+        for col in [*_metric_columns(rs), "train_wall_s", "pretrain_wall_s", "peak_rss_mib"]:
             vals = [float(r[col]) for r in rs if col in r and not math.isnan(float(r[col]))]
             s[col] = statistics.fmean(vals) if vals else float("nan")
             s[col + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -250,7 +319,10 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
     out.mkdir(parents=True, exist_ok=True)
     metrics = _metric_columns(rows)
     csv_path = out / "results.csv"
+    pretrained = any("pretrain_wall_s" in r for r in rows)
     fields = ["method", "fraction", "seed", *metrics, "epochs", "train_wall_s", "eval_wall_s", "peak_rss_mib"]
+    if pretrained:
+        fields[-1:-1] = ["pretrain_wall_s"]
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -263,13 +335,18 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
         "seeds",
         *[m.removeprefix("test_") for m in metrics],
         "train time (s)",
+        *(["pretrain time (s)"] if pretrained else []),
         "peak RSS (MiB)",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         cells = [s["method"], f"{100 * s['fraction']:g} %", str(s["n_seeds"])]
         cells += [f"{s[m]:.4f} ± {s[m + '_std']:.4f}" for m in metrics]
-        cells += [f"{s['train_wall_s']:.0f}", f"{s['peak_rss_mib']:.0f}"]
+        cells.append(f"{s['train_wall_s']:.0f}")
+        if pretrained:
+            pre = s["pretrain_wall_s"]
+            cells.append("-" if math.isnan(pre) else f"{pre:.0f}")
+        cells.append(f"{s['peak_rss_mib']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     md_path = out / "results.md"
     preamble = f"Command: `{command}`\n\n" if command else ""

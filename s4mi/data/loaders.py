@@ -113,7 +113,8 @@ class ResumableLoader:
             sampler.set_epoch(pass_index)
         elif hasattr(sampler, "generator"):
             entropy = [self.seed, self._id, pass_index, _rank(), 0]
-            seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+            # to int before the shift: numpy<2 (MONAI Label's environment) has no uint64 >> int
+            seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]) >> 1
             sampler.generator = torch.Generator().manual_seed(seed)
         batches = [list(b) for b in self.loader.batch_sampler]  # type: ignore[union-attr]
         n_items = sum(len(b) for b in batches)

@@ -185,6 +185,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         with torch.no_grad():
             return self.inferer(x, teacher)
 
+    def initial_output(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The iteration's output before :meth:`train_step` adds to it: MONAI's ``image`` and ``label`` keys."""
+        return {Keys.IMAGE: batch[Keys.X_LB], Keys.LABEL: batch[Keys.Y_LB]}
+
     def train_step(self, engine: SemiSupervisedTrainer, batch: dict[str, torch.Tensor]) -> None:
         """The method's maths: fill ``engine.state.output`` (``loss`` included), fire FORWARD/LOSS_COMPLETED."""
         raise NotImplementedError(f"{type(self).__name__} must implement train_step")
@@ -202,7 +206,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.split_batch(batchdata)
-        engine.state.output = {Keys.IMAGE: batch[Keys.X_LB], Keys.LABEL: batch[Keys.Y_LB]}
+        engine.state.output = engine.initial_output(batch)
         should_zero_grad, should_step = engine._accumulation(engine)
         engine.network.train()
         if should_zero_grad:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeSaver, latest_checkpoint
+from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC
 from .metrics_logger import MetricsLogger
 from .ramps import (
@@ -22,6 +23,7 @@ from .teacher import EMATeacher
 __all__ = [
     "AtomicCheckpointSaver",
     "ConstantRamp",
+    "ContrastiveMonitor",
     "CosineRampDown",
     "EMATeacher",
     "GatedRamp",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -60,7 +61,7 @@ class RandomStates:
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "numpy": {
-                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
                 "pos": pos,
                 "has_gauss": has_gauss,
                 "cached": cached,
@@ -143,11 +144,17 @@ class ResumeSaver:
 _STEP = re.compile(r"=(\d+)\.pt$")
 
 
-def latest_checkpoint(folder: str | os.PathLike, pattern: str = "*.pt") -> str:
+def latest_checkpoint(folder: str | os.PathLike, max_epochs: int | None = None, pattern: str = "*.pt") -> str:
     """Return the newest resume checkpoint in ``folder`` (highest ``..._<event>=N.pt`` step), or ``""`` if none.
 
     Bundles use the empty string to disable their ``CheckpointLoader`` on a fresh run, so the same command
     starts a run or resumes it.
+
+    With ``max_epochs``, a checkpoint whose run already completed ``max_epochs`` epochs is not resumed: resuming it
+    would end at once and change nothing, which is what a second training request on new data (MONAI Label's
+    ``/train``, say) must not do. Its files are renamed to ``*.finished`` (kept, but no longer picked up) and ``""``
+    is returned, so a new run starts. A run stopped before ``max_epochs``, or finished with fewer epochs than asked
+    now, is resumed as before.
     """
     path = Path(folder)
     if not path.is_dir():
@@ -160,4 +167,17 @@ def latest_checkpoint(folder: str | os.PathLike, pattern: str = "*.pt") -> str:
         m = _STEP.search(f.name)
         return (int(m.group(1)) if m else -1, f.stat().st_mtime)
 
-    return str(max(files, key=_key))
+    latest = max(files, key=_key)
+    if max_epochs is not None:
+        state = torch.load(latest, map_location="cpu", weights_only=True).get("trainer", {})
+        epoch, length = int(state.get("epoch", 0)), state.get("epoch_length")
+        done = length is None or int(state.get("iteration", 0)) >= epoch * int(length)
+        if epoch >= int(max_epochs) and done:
+            for f in files:
+                os.replace(f, f.with_name(f.name + ".finished"))
+            logging.getLogger(__name__).warning(
+                f"{latest} is a finished run ({epoch} of {max_epochs} epochs): starting a new run "
+                f"(its checkpoints are kept as *.pt.finished)"
+            )
+            return ""
+    return str(latest)

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from .consistency import ConsistencyMSELoss, probabilities, softmax_mse_loss
+from .contrastive import InfoNCEQueueLoss, JCLLoss, info_nce_queue_loss, jcl_enqueue_keys, jcl_loss
 from .masked import MaskedBCEWithLogitsLoss
 
-__all__ = ["ConsistencyMSELoss", "MaskedBCEWithLogitsLoss", "probabilities", "softmax_mse_loss"]
+__all__ = [
+    "ConsistencyMSELoss",
+    "InfoNCEQueueLoss",
+    "JCLLoss",
+    "MaskedBCEWithLogitsLoss",
+    "info_nce_queue_loss",
+    "jcl_enqueue_keys",
+    "jcl_loss",
+    "probabilities",
+    "softmax_mse_loss",
+]

@@ -19,6 +19,8 @@ class MaskedBCEWithLogitsLoss(torch.nn.Module):
         pos_weight: optional per-class weight of positives, as in ``BCEWithLogitsLoss``.
     """
 
+    pos_weight: torch.Tensor | None
+
     def __init__(self, pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("pos_weight", pos_weight)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .labels import LoadClassLabeld, write_class_label
 from .masks import BinarizeMaskd
+from .views import RandViewsd
 
-__all__ = ["BinarizeMaskd"]
+__all__ = ["BinarizeMaskd", "LoadClassLabeld", "RandViewsd", "write_class_label"]

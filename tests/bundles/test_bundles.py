@@ -18,6 +18,12 @@ from monai.bundle import ConfigWorkflow
 from tests.conftest import BUNDLES, SCHEMA
 
 NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
+
+
+def _configs(name: str) -> Path:
+    return BUNDLES / name / "configs"
+
+
 PHANTOM_N = 80
 REQUIRED_TOP_LEVEL = (
     "dataset_dir",
@@ -37,10 +43,6 @@ def test_bundles_found() -> None:
     assert {"supervised_cxr_classification", "supervised_skin_classification", "supervised_polyp_segmentation"} <= set(
         NAMES
     )
-
-
-def _configs(name: str) -> Path:
-    return BUNDLES / name / "configs"
 
 
 def _bundle_cmd(name: str, config: str | list[str], *args: str) -> list[str]:
@@ -92,10 +94,14 @@ def test_files_and_top_level_keys(name: str) -> None:
         assert text == json.dumps(json.loads(text), indent=4) + "\n", f"{f} is not formatted with 4 spaces"
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("workflow_type", ["train", "infer"])
-def test_check_properties(name: str, workflow_type: str) -> None:
-    config = "train.json" if workflow_type == "train" else "inference.json"
+STAGES = [
+    (n, c) for n in NAMES for c in ("train.json", "inference.json", "pretrain.json") if (_configs(n) / c).is_file()
+]
+
+
+@pytest.mark.parametrize(("name", "config"), STAGES)
+def test_check_properties(name: str, config: str) -> None:
+    workflow_type = "infer" if config == "inference.json" else "train"
     wf = ConfigWorkflow(
         config_file=str(_configs(name) / config),
         meta_file=str(_configs(name) / "metadata.json"),
@@ -152,13 +158,17 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     name = request.param
     out = tmp_path_factory.mktemp(name)
     args = _train_args(out, epochs=1)
-    log = _run(_bundle_cmd(name, "train.json", *args), cwd=out)
+    log = ""
+    if (_configs(name) / "pretrain.json").is_file():  # two-stage bundles: self-supervised pretraining first
+        pre = ["--pretrain_epochs", "1", "--pretrain_batch_size", "8"]
+        log += _run(_bundle_cmd(name, "pretrain.json", *args, *pre), cwd=out)
+    log += _run(_bundle_cmd(name, "train.json", *args), cwd=out)
     log += _run(_bundle_cmd(name, ["train.json", "evaluate.json"], *args), cwd=out)
     return name, out, log
 
 
 def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
-    name, out, _ = trained
+    name, out, log = trained
     state = torch.load(out / "models" / "model.pt", weights_only=True)
     assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
     val = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -169,6 +179,12 @@ def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
     assert list((out).glob("events.out.tfevents.*")), "TensorBoard logs expected by default"
     assert (out / "split.json").is_file()
     assert list((out / "resume").glob("*.pt"))
+    if (_configs(name) / "pretrain.json").is_file():
+        rows = [json.loads(x) for x in (out / "pretrain_metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1] and np.isfinite(rows[0]["loss"]) and rows[0]["loss"] > 0
+        backbone = torch.load(out / "models" / "pretrained.pt", weights_only=True)
+        assert backbone and not any(k.startswith(("class_layers.out", "head")) for k in backbone)
+        assert "loaded the pretrained backbone" in log, "the fine-tuning stage did not start from the pretraining"
 
 
 def test_resume_continues(trained: tuple[str, Path, str]) -> None:

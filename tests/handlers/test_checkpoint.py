@@ -104,3 +104,20 @@ def test_resume_saver_schedule_names_and_pruning(tmp_path: Path) -> None:
     assert state.keys() == {"weight", "bias"}
     with pytest.raises(ValueError, match="every_n_iterations"):
         ResumeSaver(str(tmp_path), {"model": net}, every_n_iterations=-1)
+
+
+def _trainer_ckpt(path: Path, epoch: int, iteration: int, epoch_length: int = 5) -> None:
+    state = {"epoch": epoch, "iteration": iteration, "epoch_length": epoch_length, "max_epochs": 2}
+    torch.save({"trainer": state, "model": {"w": torch.zeros(1)}}, path)
+
+
+def test_latest_checkpoint_skips_a_finished_run(tmp_path: Path) -> None:
+    """A finished run is not resumed (a new /train must train); a stopped or shorter one is."""
+    _trainer_ckpt(tmp_path / "checkpoint_iteration=7.pt", epoch=1, iteration=7)
+    assert latest_checkpoint(tmp_path, max_epochs=2).endswith("iteration=7.pt"), "a stopped run resumes"
+    _trainer_ckpt(tmp_path / "checkpoint_iteration=10.pt", epoch=2, iteration=10)
+    assert latest_checkpoint(tmp_path, max_epochs=3).endswith("iteration=10.pt"), "more epochs: resume, go on"
+    assert latest_checkpoint(tmp_path).endswith("iteration=10.pt"), "without max_epochs: as before"
+    assert latest_checkpoint(tmp_path, max_epochs=2) == "", "finished: start a new run"
+    assert not list(tmp_path.glob("*.pt")) and len(list(tmp_path.glob("*.pt.finished"))) == 2
+    assert latest_checkpoint(tmp_path, max_epochs=2) == ""

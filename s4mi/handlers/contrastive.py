@@ -1,0 +1,102 @@
+"""Per-epoch health of contrastive pretraining: loss, positive-pair similarity and embedding collapse."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from monai.metrics import compute_embedding_collapse
+
+__all__ = ["ContrastiveMonitor"]
+
+
+class ContrastiveMonitor:
+    """Write one row per epoch of contrastive pretraining to ``<folder>/<name>`` and warn on collapse.
+
+    A self-supervised run has no validation metric, and a collapsed encoder (every image mapped to one point, or
+    to a low-dimensional subspace) still gives a finite, slowly decreasing loss. Each row holds the epoch's mean
+    ``loss``, ``pos_cosine`` (mean cosine between a query and its key mean: how well the two views agree),
+    ``neg_cosine`` (mean cosine between queries of different images in the batch) and ``collapse`` (MONAI's
+    effective-rank collapse score of the epoch's last ``max_embeddings`` query embeddings, in [0, 1], higher is
+    more collapsed), plus ``jcl_lambda`` and ``wall_s``. A collapse score above ``collapse_warning`` warns.
+
+    After a resume in the middle of an epoch, that epoch's row averages only the iterations run since.
+
+    Args:
+        folder: output folder (made if missing).
+        name: file name.
+        max_embeddings: query embeddings kept for the collapse score.
+        collapse_warning: the collapse score that triggers a warning.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        name: str = "pretrain_metrics.jsonl",
+        max_embeddings: int = 512,
+        collapse_warning: float = 0.9,
+    ) -> None:
+        self.path = Path(folder) / name
+        self.max_embeddings = max_embeddings
+        self.collapse_warning = collapse_warning
+        self._start = time.perf_counter()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._sums: dict[str, float] = {"loss": 0.0, "pos_cosine": 0.0, "neg_cosine": 0.0}
+        self._count = 0
+        self._embeddings: list[torch.Tensor] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._reset())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    @torch.no_grad()
+    def _iteration(self, engine: Engine) -> None:
+        out: Any = engine.state.output
+        q = out["q"].detach().float()
+        mu = F.normalize(out["keys"].detach().float().mean(dim=1), dim=1)
+        self._sums["loss"] += float(out["loss"].detach())
+        self._sums["pos_cosine"] += float((q * mu).sum(dim=1).mean())
+        b = q.shape[0]
+        if b > 1:
+            sim = q @ q.T
+            self._sums["neg_cosine"] += float((sim.sum() - sim.diagonal().sum()) / (b * (b - 1)))
+        self._count += 1
+        self._embeddings.append(q.cpu())
+        while sum(e.shape[0] for e in self._embeddings) - self._embeddings[0].shape[0] >= self.max_embeddings:
+            self._embeddings.pop(0)
+
+    def _epoch(self, engine: Engine) -> None:
+        row: dict[str, Any] = {"epoch": int(engine.state.epoch), "wall_s": round(time.perf_counter() - self._start, 3)}
+        n = max(self._count, 1)
+        row.update({k: v / n for k, v in self._sums.items()})
+        lam = getattr(engine.state, "unsup_weight", None)
+        if lam is not None:
+            row["jcl_lambda"] = float(lam)
+        if self._embeddings:
+            emb = torch.cat(self._embeddings)[-self.max_embeddings :]
+            if emb.shape[0] >= 2:
+                score = compute_embedding_collapse(emb, include_indicators=["effective_rank"], reduction="none")
+                collapse = score.get("effective_rank_score")
+                if collapse is not None:
+                    row["collapse"] = float(collapse)
+        if "collapse" in row and math.isfinite(row["collapse"]) and row["collapse"] > self.collapse_warning:
+            warnings.warn(
+                f"epoch {row['epoch']}: the query embeddings look collapsed (effective-rank collapse score "
+                f"{row['collapse']:.3f} > {self.collapse_warning}); check the augmentations, temperature and queue",
+                stacklevel=2,
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
