@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,7 @@ def latest_checkpoint(folder: str | os.PathLike, max_epochs: int | None = None, 
 
     With ``max_epochs``, a checkpoint whose run already completed ``max_epochs`` epochs is not resumed: resuming it
     would end at once and change nothing, which is what a second training request on new data (MONAI Label's
-    ``/train``, say) must not do. Its files are renamed to ``*.finished`` (kept, but no longer picked up) and ``""``
+    ``/train``, say) must not do. Its files are renamed to ``*.pt.finished-<time>`` (kept, but no longer picked up) and ``""``
     is returned, so a new run starts. A run stopped before ``max_epochs``, or finished with fewer epochs than asked
     now, is resumed as before.
     """
@@ -170,14 +171,16 @@ def latest_checkpoint(folder: str | os.PathLike, max_epochs: int | None = None, 
     latest = max(files, key=_key)
     if max_epochs is not None:
         state = torch.load(latest, map_location="cpu", weights_only=True).get("trainer", {})
-        epoch, length = int(state.get("epoch", 0)), state.get("epoch_length")
-        done = length is None or int(state.get("iteration", 0)) >= epoch * int(length)
+        # Ignite's Engine.state_dict() holds the iteration and the epoch length, not the epoch
+        iteration, length = int(state.get("iteration", 0)), int(state.get("epoch_length") or 0)
+        epoch, done = (iteration // length, iteration % length == 0) if length else (0, False)
         if epoch >= int(max_epochs) and done:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
             for f in files:
-                os.replace(f, f.with_name(f.name + ".finished"))
+                os.replace(f, f.with_name(f"{f.name}.finished-{stamp}"))
             logging.getLogger(__name__).warning(
                 f"{latest} is a finished run ({epoch} of {max_epochs} epochs): starting a new run "
-                f"(its checkpoints are kept as *.pt.finished)"
+                f"(its checkpoints are kept as *.pt.finished-<time>)"
             )
             return ""
     return str(latest)

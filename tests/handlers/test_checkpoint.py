@@ -106,18 +106,31 @@ def test_resume_saver_schedule_names_and_pruning(tmp_path: Path) -> None:
         ResumeSaver(str(tmp_path), {"model": net}, every_n_iterations=-1)
 
 
-def _trainer_ckpt(path: Path, epoch: int, iteration: int, epoch_length: int = 5) -> None:
-    state = {"epoch": epoch, "iteration": iteration, "epoch_length": epoch_length, "max_epochs": 2}
+def _trainer_ckpt(path: Path, iteration: int, epoch_length: int = 5) -> None:
+    state = {"iteration": iteration, "epoch_length": epoch_length, "max_epochs": 2}  # what Engine.state_dict() holds
     torch.save({"trainer": state, "model": {"w": torch.zeros(1)}}, path)
 
 
 def test_latest_checkpoint_skips_a_finished_run(tmp_path: Path) -> None:
     """A finished run is not resumed (a new /train must train); a stopped or shorter one is."""
-    _trainer_ckpt(tmp_path / "checkpoint_iteration=7.pt", epoch=1, iteration=7)
+    _trainer_ckpt(tmp_path / "checkpoint_iteration=7.pt", iteration=7)
     assert latest_checkpoint(tmp_path, max_epochs=2).endswith("iteration=7.pt"), "a stopped run resumes"
-    _trainer_ckpt(tmp_path / "checkpoint_iteration=10.pt", epoch=2, iteration=10)
+    _trainer_ckpt(tmp_path / "checkpoint_iteration=10.pt", iteration=10)
     assert latest_checkpoint(tmp_path, max_epochs=3).endswith("iteration=10.pt"), "more epochs: resume, go on"
     assert latest_checkpoint(tmp_path).endswith("iteration=10.pt"), "without max_epochs: as before"
     assert latest_checkpoint(tmp_path, max_epochs=2) == "", "finished: start a new run"
-    assert not list(tmp_path.glob("*.pt")) and len(list(tmp_path.glob("*.pt.finished"))) == 2
+    assert not list(tmp_path.glob("*.pt")) and len(list(tmp_path.glob("*.pt.finished-*"))) == 2
     assert latest_checkpoint(tmp_path, max_epochs=2) == ""
+
+
+def test_latest_checkpoint_reads_a_real_engine_state(tmp_path: Path) -> None:
+    """Ignite's Engine.state_dict() holds iteration and epoch_length, not the epoch."""
+    from ignite.engine import Engine
+
+    engine = Engine(lambda e, b: None)
+    ResumeSaver(str(tmp_path), {"model": torch.nn.Linear(1, 1), "trainer": engine}).attach(engine)
+    engine.run(range(5), max_epochs=2)
+    assert "epoch" not in torch.load(next(tmp_path.glob("*.pt")), weights_only=True)["trainer"]
+    assert latest_checkpoint(tmp_path, max_epochs=3).endswith("iteration=10.pt")
+    assert latest_checkpoint(tmp_path, max_epochs=2) == ""
+    assert [f.name.split(".finished-")[0] for f in tmp_path.iterdir()] == ["checkpoint_iteration=10.pt"]
