@@ -20,17 +20,13 @@ DEFAULT_METHODS = {
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` pairs (value parsed as JSON when it parses) into a dict of bundle overrides."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    """``--set key=value`` pairs (value parsed as JSON when it parses) into a dict of bundle overrides."""
+    from s4mi.benchmark.runner import parse_overrides
+
+    try:
+        return parse_overrides(pairs, what="--set")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _cmd_data_make(a: argparse.Namespace) -> None:

@@ -29,7 +29,25 @@ from s4mi.data.datalist import load_datalist
 from s4mi.data.phantoms import PHANTOMS
 from s4mi.data.prepare import phantom_datalist
 
-__all__ = ["RunSpec", "is_semi_supervised", "parse_method", "run_grid", "summarise", "write_reports"]
+__all__ = ["RunSpec", "is_semi_supervised", "parse_method", "parse_overrides", "run_grid", "summarise", "write_reports"]
+
+
+def parse_overrides(pairs: Sequence[str], what: str = "overrides") -> dict[str, Any]:
+    """``key=value`` pairs (each value parsed as JSON when it parses) into a dict of bundle config overrides.
+
+    Raises:
+        ValueError: a pair is not ``key=value`` (``what`` names where it came from).
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what}: expected key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def parse_method(method: str) -> tuple[str, dict[str, Any]]:
@@ -43,16 +61,7 @@ def parse_method(method: str) -> tuple[str, dict[str, Any]]:
         ValueError: a variant setting is not ``key=value``.
     """
     bundle, _, spec = method.partition(":")
-    overrides: dict[str, Any] = {}
-    for pair in filter(None, spec.split(",")):
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"method {method!r}: variant settings must be key=value, got {pair!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return bundle, overrides
+    return bundle, parse_overrides([p for p in spec.split(",") if p], what=f"method {method!r}")
 
 
 def _dirname(method: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from s4mi.benchmark import summarise, write_reports
+from s4mi.benchmark.runner import RunSpec
 
 
 def _rows() -> list[dict]:
@@ -101,3 +102,45 @@ def test_benchmark_without_arguments_is_the_quick_grid(monkeypatch: pytest.Monke
     assert (tmp_path / "outputs" / "benchmark" / "results.md").is_file()
     cli.main(["benchmark", "--task", "cxr", "--seeds", "4", "--out", "x"])
     assert seen["methods"] == ["supervised_cxr_classification"] and seen["seeds"] == [4] and seen["jobs"] == 1
+
+
+def test_method_variants() -> None:
+    from s4mi.benchmark.runner import parse_method
+
+    assert parse_method("s2mts2_cxr_classification") == ("s2mts2_cxr_classification", {})
+    assert parse_method("s2mts2_cxr_classification:num_key_views=1,jcl_lambda_max=0,pretrained_ckpt=") == (
+        "s2mts2_cxr_classification",
+        {"num_key_views": 1, "jcl_lambda_max": 0, "pretrained_ckpt": ""},
+    )
+    spec = RunSpec("b:num_key_views=1,tag=x", 0.1, 2)
+    assert spec.name == "b__num_key_views-1_tag-x/frac0.1/seed2", "variant names make plain folder names"
+    with pytest.raises(ValueError, match="key=value"):
+        parse_method("b:num_key_views")
+
+
+@pytest.mark.slow
+def test_pretraining_runs_once_per_seed_and_serves_every_fraction(tmp_path: Path) -> None:
+    """A two-stage bundle in the grid: one pretraining (shared by both fractions, run two at a time), two fine-tunes."""
+    from s4mi.benchmark import run_grid
+
+    small = {"batch_size": 4, "unlabeled_batch_size": 4, "pretrain_batch_size": 4, "max_epochs": 1}
+    rows = run_grid(
+        "cxr",
+        ["s2mts2_cxr_classification"],
+        [0.2, 0.4],
+        [0],
+        tmp_path,
+        overrides={**small, "pretrain_epochs": 1},
+        phantom_n=40,
+        threads=1,
+        jobs=2,
+    )
+    assert sorted(r["fraction"] for r in rows) == [0.2, 0.4]
+    pre = list((tmp_path / "pretrain").rglob("pretrained.pt"))
+    assert len(pre) == 1, f"one pretraining per (method, seed), found {pre}"
+    assert rows[0]["pretrain_wall_s"] == rows[1]["pretrain_wall_s"] > 0
+    for r in rows:
+        log = (tmp_path / "runs" / RunSpec(r["method"], r["fraction"], 0).name / "train.log").read_text()
+        assert "loaded the pretrained backbone from " + str(pre[0]) in log
+    paths = write_reports(rows, tmp_path)
+    assert "pretrain time (s)" in paths["markdown"].read_text()
