@@ -50,6 +50,8 @@ POLYP_SEG = "supervised_polyp_segmentation"
 MT_POLYP = "mean_teacher_polyp_segmentation"
 CXR_CLS = "supervised_cxr_classification"
 CT_SEG = "mean_teacher_ct_segmentation"
+# image kind (a word of a bundle's folder name) -> phantom and edge length of its one image in the every-bundle test
+KINDS = {"cxr": ("cxr", 64), "skin": ("skin", 64), "polyp": ("polyp", 64), "ct": ("ct3d", 24)}
 START_TIMEOUT = 180
 TRAIN_TIMEOUT = 300
 
@@ -134,6 +136,34 @@ def _cxr_studies(studies: Path, work: Path, n: int = 8, pool: int = 40) -> dict[
         vectors[stem] = vector
     assert len(vectors) == n, f"only {len(vectors)} different label vectors in {pool} cxr phantoms"
     return vectors
+
+
+def _kind(bundle: str) -> str:
+    """The image kind (a key of ``KINDS``) a bundle's folder name names, e.g. ``ct`` for mean_teacher_ct_segmentation."""
+    kinds = [k for k in KINDS if k in bundle.split("_")]
+    assert len(kinds) == 1, f"{bundle}: its name should name one image kind of {sorted(KINDS)}, not {kinds}"
+    return kinds[0]
+
+
+def _one_image_per_kind(studies: Path, work: Path) -> dict[str, str]:
+    """One phantom image of each of ``KINDS`` in ``studies``: cxr (grey PNG), skin (RGB PNG), polyp (RGB PNG cropped to
+    48x64 by :func:`_polyp_studies`) and ct (NIfTI cropped to 24x20x16); the crops catch swapped axes. Returns kind ->
+    image id."""
+    import nibabel as nib
+
+    ids = {"polyp": _polyp_studies(studies, work, n=1, n_labeled=0)[0]}
+    for kind in ("cxr", "skin"):
+        phantom, size = KINDS[kind]
+        src = _phantom(phantom, work / kind, n=1, size=size)
+        shutil.copy(src / "images" / f"{phantom}_00000.png", studies / f"{phantom}_00000.png")
+        ids[kind] = f"{phantom}_00000"
+    phantom, size = KINDS["ct"]
+    src = _phantom(phantom, work / "ct", n=1, size=size)
+    nib.save(
+        nib.load(src / "images" / f"{phantom}_00000.nii.gz").slicer[:, :20, :16], studies / f"{phantom}_00000.nii.gz"
+    )
+    ids["ct"] = f"{phantom}_00000"
+    return ids
 
 
 def _mtime_md5(path: Path) -> tuple[int, str]:
@@ -410,7 +440,7 @@ def test_stock_monaibundle_app(tmp_path: Path, start_server) -> None:
     assert not re.search(r"Restored all variables from \S*runs/resume", log), "the first /train resumed a run"
 
     # a second /train with the same max_epochs is a new run: the first run's resume checkpoint (1 of 1 epochs done)
-    # is set aside as *.pt.finished, not resumed (resuming a finished run ends at once and writes nothing)
+    # is set aside as *.pt.finished-<time>, not resumed (resuming a finished run ends at once and writes nothing)
     resume = app / "model" / POLYP_SEG / "runs" / "resume"
     first = sorted(f.name for f in resume.glob("*.pt"))
     assert first, f"the first /train wrote no resume checkpoint in {resume}"
@@ -427,7 +457,8 @@ def test_stock_monaibundle_app(tmp_path: Path, start_server) -> None:
     # MONAI's workflows set the trainer's state up front, so ignite logs even a new run as "resuming" from 0
     assert "SupervisedTrainer - INFO - Engine run resuming from iteration 0, epoch 0 until 1 epochs" in log2
     assert "SupervisedTrainer - INFO - Epoch[1] Complete" in log2, log2[-6000:]
-    assert sorted(f.name for f in resume.glob("*.pt.finished")) == [f"{f}.finished" for f in first]
+    finished = sorted(f.name for f in resume.glob("*.pt.finished-*"))
+    assert [re.sub(r"\.finished-\d{8}-\d{6}$", "", f) for f in finished] == first, finished
     assert list(resume.glob("*.pt")), "the second run wrote no resume checkpoint"
 
 
@@ -475,6 +506,66 @@ def test_stock_monaibundle_app_trains_classification(tmp_path: Path, start_serve
     assert server.log_text().count("Reload model from cache") == n_reload + 1, "/infer did not load the new weights"
     assert [p["label"] for p in scores1] == [p["label"] for p in scores0]
     assert [p["score"] for p in scores1] != [p["score"] for p in scores0]
+
+
+@pytest.mark.integration
+@needs_monailabel
+def test_stock_monaibundle_app_every_bundle(tmp_path: Path, start_server) -> None:
+    """Every bundle of ``bundles/`` (found there, so a new one is covered) loads in ONE stock monaibundle server with
+    untrained weights, is listed by /info and answers /infer on the datastore image of its kind (cxr, skin, polyp, ct,
+    from its name): a segmentation bundle with a label of the image's shape (and, for NIfTI, its affine), a
+    classification bundle with one score in [0, 1] per class (``num_classes`` of its inference.json)."""
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+
+    names = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "inference.json").is_file())
+    assert len(names) >= 9, names
+    kinds = {name: _kind(name) for name in names}
+    app = _stock_app(tmp_path / "app")
+    for name in names:
+        _copy_bundle(name, app / "model")  # models/model.pt: the state_dict of the network_def of its inference.json
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    images = _one_image_per_kind(studies, tmp_path)
+
+    server = start_server(app, studies, names)
+    info = server.json("GET", "/info/")
+    assert sorted(set(names) - set(info["models"])) == [], f"/info lists {sorted(info['models'])}"
+    assert info["datastore"]["total"] == len(KINDS)
+
+    failures: dict[str, str] = {}
+    for name in names:
+        kind, image, model = kinds[name], images[kinds[name]], info["models"][name]
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLES / name / "configs" / "inference.json"))
+        num_classes = int(parser.get_parsed_content("num_classes"))
+        try:
+            assert model["dimension"] == (3 if kind == "ct" else 2), model
+            if "classification" in name:
+                assert model["type"] == "classification", model
+                prediction = json.loads(server.infer(name, image, output="json")[0])["prediction"]
+                assert [p["idx"] for p in prediction] == list(range(num_classes)), prediction
+                assert [p["label"] for p in prediction] == sorted(model["labels"], key=model["labels"].get), prediction
+                assert all(0.0 <= p["score"] <= 1.0 for p in prediction), prediction
+            else:
+                assert model["type"] == "segmentation", model
+                data, _ = server.infer(name, image)
+                if kind == "ct":
+                    out = tmp_path / f"{name}.nii.gz"
+                    out.write_bytes(data)
+                    src, seg = nib.load(studies / f"{image}.nii.gz"), nib.load(out)
+                    assert seg.shape == src.shape == (24, 20, 16), (seg.shape, src.shape)
+                    np.testing.assert_allclose(seg.affine, src.affine, atol=1e-4)
+                    values = np.unique(np.asarray(seg.dataobj))
+                else:
+                    label = _png(data)
+                    src_shape = _png((studies / f"{image}.png").read_bytes()).shape[:2]
+                    assert label.shape == src_shape, (label.shape, src_shape)
+                    values = np.unique(label)
+                assert set(values.tolist()) <= set(range(num_classes)), values
+        except AssertionError as e:
+            failures[name] = str(e)[:3000]
+    assert not failures, "\n\n".join(f"{k}: {v}" for k, v in failures.items()) + "\n" + server.log_text()[-6000:]
 
 
 @pytest.mark.integration
