@@ -13,10 +13,10 @@ warm-up round; the table gives medians over rounds and the median of the per-rou
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+from _timing import Cycle, side_by_side, table_row
 from monai.losses import DiceCELoss
 from monai.networks.nets import DenseNet121, UNet
 
@@ -48,18 +48,6 @@ def make(model: str) -> tuple[torch.nn.Module, list[dict], torch.nn.Module]:
             }
         )
     return net, batches, loss
-
-
-class Cycle:
-    def __init__(self, batches: list[dict], n: int) -> None:
-        self.batches, self.n = batches, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        for i in range(self.n):
-            yield self.batches[i % len(self.batches)]
 
 
 def plain_steps(
@@ -129,32 +117,20 @@ def main() -> None:
     net, batches, loss_fn = make(a.model)
     import copy
 
-    def one_round(s4mi_first: bool = False) -> tuple[float, float]:
+    def plain() -> float:
         teacher = copy.deepcopy(net).requires_grad_(False).eval()
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-        ours = s4mi_steps(net, loss_fn, batches, a.steps, activation) if s4mi_first else 0.0
-        plain = plain_steps(net, teacher, opt, loss_fn, batches, a.steps, activation)
-        if not s4mi_first:
-            ours = s4mi_steps(net, loss_fn, batches, a.steps, activation)
-        return plain, ours
+        return plain_steps(net, teacher, opt, loss_fn, batches, a.steps, activation)
 
-    one_round()  # warm-up: allocator, thread pools, first-call dispatch
-    plain_s, s4mi_s = [], []
-    for r in range(a.rounds):
-        plain, ours = one_round(s4mi_first=r % 2 == 1)  # alternate the order: drift hits both sides
-        plain_s.append(plain)
-        s4mi_s.append(ours)
-        print(f"round {r}: plain {plain * 1e3:.1f} ms/step, s4mi {ours * 1e3:.1f} ms/step, ratio {ours / plain:.3f}")
-    ratios = [s / p for s, p in zip(s4mi_s, plain_s)]
+    plain_s, s4mi_s, ratios = side_by_side(
+        plain, lambda: s4mi_steps(net, loss_fn, batches, a.steps, activation), a.rounds
+    )
     print()
     print(
         f"| model | threads | plain PyTorch (ms/step) | s4mi MeanTeacherTrainer (ms/step) | ratio, median of {a.rounds} rounds |"
     )
     print("|---|---|---|---|---|")
-    print(
-        f"| {a.model} | {a.threads} | {statistics.median(plain_s) * 1e3:.1f} | {statistics.median(s4mi_s) * 1e3:.1f} | "
-        f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}) |"
-    )
+    print(table_row(a.model, a.threads, plain_s, s4mi_s, ratios))
 
 
 if __name__ == "__main__":

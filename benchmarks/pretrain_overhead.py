@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 
 import torch
+from _timing import Cycle, side_by_side, table_row
 from monai.networks.nets import DenseNet121
 
 from s4mi.engines import MoCoTrainer
@@ -43,18 +43,6 @@ def make(batch: int, size: int) -> tuple[torch.nn.Module, list[dict]]:
         views = {f"image_k{m}": x + 0.05 * torch.randn(x.shape, generator=g) for m in range(M_VIEWS)}
         batches.append({"image_q": x, **views})
     return net, batches
-
-
-class Cycle:
-    def __init__(self, batches: list[dict], n: int) -> None:
-        self.batches, self.n = batches, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        for i in range(self.n):
-            yield self.batches[i % len(self.batches)]
 
 
 def plain_steps(net: torch.nn.Module, batches: list[dict], n: int) -> float:
@@ -125,32 +113,16 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     net, batches = make(a.batch, a.size)
 
-    def one_round(s4mi_first: bool = False) -> tuple[float, float]:
-        ours = s4mi_steps(net, batches, a.steps) if s4mi_first else 0.0
-        plain = plain_steps(net, batches, a.steps)
-        if not s4mi_first:
-            ours = s4mi_steps(net, batches, a.steps)
-        return plain, ours
-
-    one_round()  # warm-up: allocator, thread pools, first-call dispatch
-    plain_s, s4mi_s = [], []
-    for r in range(a.rounds):
-        plain, ours = one_round(s4mi_first=r % 2 == 1)  # alternate the order: drift hits both sides
-        plain_s.append(plain)
-        s4mi_s.append(ours)
-        print(f"round {r}: plain {plain * 1e3:.1f} ms/step, s4mi {ours * 1e3:.1f} ms/step, ratio {ours / plain:.3f}")
-    ratios = [s / p for s, p in zip(s4mi_s, plain_s)]
+    plain_s, s4mi_s, ratios = side_by_side(
+        lambda: plain_steps(net, batches, a.steps), lambda: s4mi_steps(net, batches, a.steps), a.rounds
+    )
     print()
     print(
-        "| step | threads | plain PyTorch (ms/step) | s4mi MoCoTrainer (ms/step) | "
-        f"ratio, median of {a.rounds} rounds |"
+        f"| step | threads | plain PyTorch (ms/step) | s4mi MoCoTrainer (ms/step) | ratio, median of {a.rounds} rounds |"
     )
     print("|---|---|---|---|---|")
-    print(
-        f"| MoCo v2 + JCL, DenseNet121 {a.size} px, batch {a.batch}, M = {M_VIEWS} | {a.threads} | "
-        f"{statistics.median(plain_s) * 1e3:.1f} | {statistics.median(s4mi_s) * 1e3:.1f} | "
-        f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}) |"
-    )
+    label = f"MoCo v2 + JCL, DenseNet121 {a.size} px, batch {a.batch}, M = {M_VIEWS}"
+    print(table_row(label, a.threads, plain_s, s4mi_s, ratios))
 
 
 if __name__ == "__main__":
