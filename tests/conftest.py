@@ -26,3 +26,12 @@ def s4mi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("s4mi_cache")
     os.environ["S4MI_CACHE"] = str(path)
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for gloo rendezvous and test servers)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import BUNDLES
+from tests.conftest import BUNDLES, free_port
 
 
 @pytest.mark.slow
@@ -25,7 +25,7 @@ def test_s2mts2_pretraining_under_torchrun(tmp_path: Path) -> None:
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29517",
+        str(free_port()),
         "-m",
         "monai.bundle",
         "run",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,7 @@ from torch.utils.data.distributed import DistributedSampler
 from s4mi.data.loaders import SemiSupervisedLoader
 from s4mi.engines import MeanTeacherTrainer
 from s4mi.handlers import EMATeacher
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -69,7 +63,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_two_process_gloo(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["iterations"] == r1["iterations"] == 2 * 4  # 32 unlabelled / 2 ranks / batch 4, two epochs
     for part in ("student", "teacher"):

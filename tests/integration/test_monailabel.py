@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -37,7 +36,7 @@ import pytest
 import torch
 
 from s4mi.label import FINAL_TAG, PSEUDO_TAG, s4mi_overrides, save_pseudo_label, write_app
-from tests.conftest import BUNDLES, REPO
+from tests.conftest import BUNDLES, REPO, free_port
 
 LABEL_VENV = Path(os.environ.get("S4MI_LABEL_VENV") or REPO / ".venv-label")  # scripts/setup_label.sh makes it
 MONAILABEL = LABEL_VENV / "bin" / "monailabel"
@@ -57,12 +56,6 @@ TRAIN_TIMEOUT = 300
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _md5(path: Path) -> str:
@@ -262,7 +255,7 @@ def start_server(tmp_path: Path) -> Iterator:
     servers: list[Server] = []
 
     def _start(app: Path, studies: Path, models: list[str], *conf: str) -> Server:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"server-{port}.log"
         env = dict(os.environ)
         env.update(
