@@ -10,6 +10,7 @@ from monai.engines.utils import IterationEvents
 
 from s4mi.data.datalist import LABEL_KEYS
 from s4mi.engines.semi_supervised import Keys, LabelLeakError, SemiSupervisedTrainer
+from s4mi.losses.contrastive import jcl_enqueue_keys
 from s4mi.networks.queue import KeyQueue, shuffled_key_forward
 
 __all__ = ["MoCoKeys", "MoCoTrainer"]
@@ -161,8 +162,8 @@ class MoCoTrainer(SemiSupervisedTrainer):
         out.update({MoCoKeys.Q: q, MoCoKeys.KEYS: keys, Keys.PRED: q})
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         lam = float(getattr(engine.state, Keys.UNSUP_WEIGHT))
-        # the loss keeps the negatives for the backward pass: give it a copy, then enqueue in place
-        loss = engine.loss_function(q.float(), keys.float(), self.queue.queue.clone(), lam)
-        self.queue.enqueue(keys.float().mean(dim=1))
+        # the queue's forward is a copy (the loss keeps the negatives for backward), so enqueueing now is safe
+        loss = engine.loss_function(q.float(), keys.float(), self.queue(), lam)
+        self.queue.enqueue(jcl_enqueue_keys(keys.float()))
         out.update({MoCoKeys.LAMBDA: lam, Keys.LOSS: loss})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
