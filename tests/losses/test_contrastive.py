@@ -23,7 +23,7 @@ def naive_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: f
 
 
 def naive_jcl(
-    q: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, lam: float, tau: float, divisor: str = "M-1"
+    q: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, lam: float, tau: float, divisor: str = "M"
 ) -> torch.Tensor:
     """Per sample: explicit mean, explicit D x D covariance, explicit logits vector, -log softmax[0] + extra term."""
     n_views, dim = keys.shape[1], keys.shape[2]
@@ -69,13 +69,15 @@ def test_jcl_matches_naive_reference(m: int, lam: float) -> None:
 
 
 @pytest.mark.parametrize("m", [1, 2, 4])
-def test_jcl_biased_covariance_matches_naive_reference(m: int) -> None:
+def test_jcl_unbiased_covariance_matches_naive_reference(m: int) -> None:
+    """The default divides Sigma by M, as S2MTS2's code; ``unbiased=True`` by M - 1."""
     q, keys, queue = unit(B, D, seed=6), unit(B, m, D, seed=7), unit(K, D, seed=8)
-    got = JCLLoss(0.07, unbiased=False)(q, keys, queue, 2.0)
-    assert torch.allclose(got, naive_jcl(q, keys, queue, 2.0, 0.07, divisor="M"), rtol=1e-5, atol=1e-5)
+    got = JCLLoss(0.07, unbiased=True)(q, keys, queue, 2.0)
+    assert torch.allclose(got, naive_jcl(q, keys, queue, 2.0, 0.07, divisor="M-1"), rtol=1e-5, atol=1e-5)
     if m == 2:
         # dividing by M instead of M - 1 halves Sigma, i.e. halves lambda
-        assert torch.allclose(got, jcl_loss(q, keys, queue, 1.0, 0.07, unbiased=True), rtol=1e-10)
+        default = jcl_loss(q, keys, queue, 2.0, 0.07)
+        assert torch.allclose(default, jcl_loss(q, keys, queue, 1.0, 0.07, unbiased=True), rtol=1e-10)
 
 
 def test_jcl_single_key_without_covariance_is_info_nce() -> None:
