@@ -53,6 +53,8 @@ def s4mi_overrides(
       from ``models/model.pt`` (MONAI Label's own ``CheckpointLoader``) with the datastore's current labels, instead
       of resuming an earlier run's checkpoint, which was taken on other data and may have finished already.
     * ``progress_bar`` off (the server log keeps every line).
+    * ``pretrained_ckpt`` = ``""`` for a two-stage bundle (S2MTS2) that has a ``models/model.pt``: training starts
+      from that model, which already holds the fine-tuned backbone, so the pretraining stage's weights are not needed.
     * for a semi-supervised bundle, ``train#unlabeled_dataset#data`` = the datastore's unlabelled images, and
       ``unlabeled_batch_size`` no larger than their number (the unlabelled loader drops its last partial batch).
 
@@ -66,6 +68,8 @@ def s4mi_overrides(
         "resume_ckpt": "",
         "progress_bar": False,
     }
+    if "pretrained_ckpt" in config and os.path.isfile(os.path.join(str(bundle_path), "models", "model.pt")):
+        out["pretrained_ckpt"] = ""
     if "train#trainer#max_epochs" in overrides:
         out["max_epochs"] = int(overrides["train#trainer#max_epochs"])
     if overrides.get("device") is not None:

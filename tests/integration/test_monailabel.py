@@ -358,6 +358,16 @@ def test_overrides_feed_unlabelled_stream() -> None:
         s4mi_overrides(semi, "/b", base, unlabeled=[])
 
 
+def test_overrides_start_two_stage_bundles_from_their_model(tmp_path: Path) -> None:
+    """An S2MTS2 bundle with a models/model.pt trains on from it in MONAI Label, without its pretraining weights."""
+    config = json.loads((BUNDLES / "s2mts2_cxr_classification" / "configs" / "train.json").read_text())
+    semi = {"unlabeled": [{"image": "u1"}]}
+    assert "pretrained_ckpt" not in s4mi_overrides(config, tmp_path, {}, **semi)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.pt").write_bytes(b"x")
+    assert s4mi_overrides(config, tmp_path, {}, **semi)["pretrained_ckpt"] == ""
+
+
 def test_write_app(tmp_path: Path) -> None:
     app = write_app(tmp_path / "app", [BUNDLES / POLYP_SEG])
     assert "S4miApp" in (app / "main.py").read_text()
