@@ -11,30 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import BUNDLES, free_port
+from tests.bundles.test_bundles import _bundle_cmd
+from tests.conftest import free_port
 
 
 @pytest.mark.slow
 def test_s2mts2_pretraining_under_torchrun(tmp_path: Path) -> None:
-    cfg = BUNDLES / "s2mts2_cxr_classification" / "configs"
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        json.dumps([str(cfg / "pretrain.json"), str(cfg / "multi_gpu_pretrain.json")]),
-        "--meta_file",
-        str(cfg / "metadata.json"),
-        "--logging_file",
-        str(cfg / "logging.conf"),
+    bundle = _bundle_cmd(
+        "s2mts2_cxr_classification",
+        ["pretrain.json", "multi_gpu_pretrain.json"],
         "--phantom_n",
         "40",
         "--pretrain_epochs",
@@ -49,7 +35,17 @@ def test_s2mts2_pretraining_under_torchrun(tmp_path: Path) -> None:
         str(out / "models"),
         "--progress_bar",
         "false",
+    )
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
     ]
+    cmd = torchrun + bundle[1:]  # "python -m monai.bundle run ..." under torchrun: "-m monai.bundle run ..."
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     rows = [json.loads(x) for x in (out / "pretrain_metrics.jsonl").read_text().splitlines()]
