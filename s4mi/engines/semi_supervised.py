@@ -40,6 +40,7 @@ class Keys:
     LOGITS_ULB_S = "logits_ulb_s"
     LOGITS_ULB_T = "logits_ulb_t"
     PSEUDO_LABEL = "pseudo_label"
+    ULB_INDEX = "ulb_index"
     MASK = "mask"
     LOSS_SUP = "loss_sup"
     LOSS_UNSUP = "loss_unsup"
@@ -85,6 +86,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         kwargs: the rest of :class:`monai.engines.SupervisedTrainer`'s arguments (``epoch_length``, ``inferer``,
             ``train_handlers``, ``amp``, ``accumulation_steps``, ``optim_set_to_none``, ...).
     """
+
+    #: whether the unlabelled batch must hold a strong view (``strong_key``) besides the weak one
+    needs_strong_view: bool = True
 
     def __init__(
         self,
@@ -156,9 +160,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 f"the unlabelled batch holds label key(s) {sorted(set(leaked))}: unlabelled items must carry images "
                 "only (check the 'unlabeled' section of the datalist and the unlabelled dataset's transforms)"
             )
+        ulb_keys = (self.image_key, self.strong_key) if self.needs_strong_view else (self.image_key,)
         for name, part, keys in (
             ("labeled", lb, (self.image_key, self.label_key)),
-            ("unlabeled", ulb, (self.image_key, self.strong_key)),
+            ("unlabeled", ulb, ulb_keys),
         ):
             absent = [k for k in keys if k not in part]
             if absent:
@@ -168,10 +173,13 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             Keys.X_LB: lb[self.image_key].to(dev, non_blocking=nb),
             Keys.Y_LB: lb[self.label_key].to(dev, non_blocking=nb),
             Keys.X_ULB_W: ulb[self.image_key].to(dev, non_blocking=nb),
-            Keys.X_ULB_S: ulb[self.strong_key].to(dev, non_blocking=nb),
         }
+        # a method that does not need two views (one augmented view for teacher and student) may omit the strong one
+        out[Keys.X_ULB_S] = (
+            ulb[self.strong_key].to(dev, non_blocking=nb) if self.strong_key in ulb else out[Keys.X_ULB_W]
+        )
         # one look at the first batch of a run is enough to catch a pipeline that never augments the strong view
-        if self.state.iteration <= 1 and torch.equal(out[Keys.X_ULB_W], out[Keys.X_ULB_S]):
+        if self.needs_strong_view and self.state.iteration <= 1 and torch.equal(out[Keys.X_ULB_W], out[Keys.X_ULB_S]):
             warnings.warn(
                 "the weak and strong unlabelled views are identical in this batch: check that the strong view is "
                 "augmented (a consistency loss between two identical inputs is about zero)",

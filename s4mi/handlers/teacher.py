@@ -216,8 +216,15 @@ class EMATeacher(EMAHandler):
 
     @torch.no_grad()
     def update(self, momentum: float) -> None:
-        """One EMA step, teacher <- m * teacher + (1 - m) * student, with ``momentum`` = m (papers' convention)."""
+        """One EMA step, teacher <- m * teacher + (1 - m) * student, with ``momentum`` = m (papers' convention).
+
+        ``m = 1`` leaves the teacher exactly as it is, buffers included (a fixed teacher, as in offline
+        pseudo-labelling, is an ``EMATeacher`` with momentum 1).
+        """
         m = _check_momentum(float(momentum))
+        if m == 1.0:
+            # A frozen teacher (offline pseudo-labelling): nothing moves, buffers included.
+            return
         ema_avg, avg, ema_copy, copy = self._pairs()
         if m == 0.0:
             # A plain copy: also exact when the teacher holds non-finite values (0 * inf is nan).

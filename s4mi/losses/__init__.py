@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from .consistency import ConsistencyMSELoss, probabilities, softmax_mse_loss
+from .consistency import (
+    ConsistencyMSELoss,
+    SoftDiceConsistencyLoss,
+    probabilities,
+    pseudo_label_targets,
+    softmax_mse_loss,
+)
 from .contrastive import InfoNCEQueueLoss, JCLLoss, info_nce_queue_loss, jcl_enqueue_keys, jcl_loss
 from .masked import MaskedBCEWithLogitsLoss
 
@@ -11,9 +17,11 @@ __all__ = [
     "InfoNCEQueueLoss",
     "JCLLoss",
     "MaskedBCEWithLogitsLoss",
+    "SoftDiceConsistencyLoss",
     "info_nce_queue_loss",
     "jcl_enqueue_keys",
     "jcl_loss",
     "probabilities",
+    "pseudo_label_targets",
     "softmax_mse_loss",
 ]

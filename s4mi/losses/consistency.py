@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["probabilities", "softmax_mse_loss", "ConsistencyMSELoss"]
+__all__ = ["ConsistencyMSELoss", "SoftDiceConsistencyLoss", "probabilities", "pseudo_label_targets", "softmax_mse_loss"]
 
 
 def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
@@ -48,3 +48,91 @@ class ConsistencyMSELoss(torch.nn.Module):
 
     def forward(self, logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
         return softmax_mse_loss(logits_s, logits_t, self.activation)
+
+
+def pseudo_label_targets(
+    probs_t: torch.Tensor, activation: str = "sigmoid", hard: bool = False, threshold: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Turn a teacher's probabilities into pseudo-label targets and an optional confidence mask.
+
+    Args:
+        probs_t: teacher probabilities, ``B C[ H W[ D]]`` (sigmoid per channel, or softmax over channels).
+        activation: how ``probs_t`` was made: ``"sigmoid"`` or ``"softmax"``.
+        hard: ``False`` keeps the soft map (the online pseudo-labelling paper's choice); ``True`` thresholds at
+            0.5 (sigmoid) or one-hot encodes the argmax (softmax).
+        threshold: keep only voxels whose confidence (``max(p, 1 - p)`` for sigmoid, the top class probability
+            for softmax) is at least this; ``None`` keeps all. None of the papers uses one; users ask for it.
+
+    Returns:
+        ``(target, mask)``: the target (same shape as ``probs_t``, detached) and a ``B 1[ H W[ D]]`` float mask, or
+        ``None`` without a threshold.
+    """
+    t = probs_t.detach().float()
+    if activation == "sigmoid":
+        conf = torch.maximum(t, 1.0 - t).amax(dim=1, keepdim=True)
+        target = (t > 0.5).to(t.dtype) if hard else t
+    elif activation == "softmax":
+        conf = t.amax(dim=1, keepdim=True)
+        target = F.one_hot(t.argmax(dim=1), t.shape[1]).movedim(-1, 1).to(t.dtype) if hard else t
+    else:
+        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
+    if threshold is None:
+        return target, None
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    return target, (conf >= threshold).to(t.dtype)
+
+
+class SoftDiceConsistencyLoss(torch.nn.Module):
+    r"""Dice between a student's probabilities and a teacher's (soft or hard) pseudo labels.
+
+    Online pseudo-labelling with momentum teachers (Pham Van et al. 2022) trains the student on unlabelled images
+    with ``Dice(student(u), teacher(u))``, the teacher's map being a soft target. Per class :math:`c`
+
+    .. math:: 1 - \frac{2 \sum_i m_i p_{ic} q_{ic} + s}{\sum_i m_i p_{ic} + \sum_i m_i q_{ic} + s}
+
+    with :math:`p` the student's probabilities, :math:`q` the detached targets, :math:`m` the confidence mask
+    (1 without a threshold) and the sums over voxels (and the batch with ``batch=True``, as in the paper's code,
+    which aggregates over the batch), averaged over classes (and images with ``batch=False``).
+
+    The Dice itself is MONAI's :class:`monai.losses.MaskedDiceLoss`; this class adds the student activation, the
+    teacher-side target (soft, hard, thresholded) and the detach, which MONAI's losses leave to the caller.
+
+    Args:
+        activation: ``"sigmoid"`` (one channel per structure, the paper's binary polyp map) or ``"softmax"``.
+        hard: hard pseudo labels instead of soft ones (see :func:`pseudo_label_targets`).
+        threshold: optional confidence threshold; masked voxels count neither in the numerator nor denominator.
+        include_background: include channel 0 (set False for softmax outputs whose channel 0 is background).
+        batch: sum over the batch before the ratio.
+        smooth: added to numerator and denominator.
+    """
+
+    def __init__(
+        self,
+        activation: str = "sigmoid",
+        hard: bool = False,
+        threshold: float | None = None,
+        include_background: bool = True,
+        batch: bool = True,
+        smooth: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        probabilities(torch.zeros(1, 1), activation)  # validate early
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        from monai.losses import DiceLoss, MaskedDiceLoss
+
+        self.activation, self.hard, self.threshold = activation, hard, threshold
+        kwargs = {"include_background": include_background, "batch": batch, "smooth_nr": smooth, "smooth_dr": smooth}
+        self.dice = DiceLoss(**kwargs)
+        self.masked_dice = MaskedDiceLoss(**kwargs)
+
+    def forward(self, logits_s: torch.Tensor, probs_t: torch.Tensor) -> torch.Tensor:
+        """Args: student logits and teacher probabilities, both ``B C[ H W[ D]]``. Returns a scalar."""
+        if logits_s.shape != probs_t.shape:
+            raise ValueError(
+                f"student logits {tuple(logits_s.shape)} and teacher probabilities {tuple(probs_t.shape)} differ"
+            )
+        target, mask = pseudo_label_targets(probs_t, self.activation, self.hard, self.threshold)
+        probs_s = probabilities(logits_s.float(), self.activation)
+        return self.dice(probs_s, target) if mask is None else self.masked_dice(probs_s, target, mask=mask)
