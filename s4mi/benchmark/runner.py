@@ -89,12 +89,21 @@ _PRETRAIN_LOCKS_GUARD = threading.Lock()
 def _pretrain(
     spec: RunSpec, bundle: Path, out_dir: Path, args: dict[str, Any], env: dict[str, str], base: list[str]
 ) -> tuple[Path, dict[str, float]]:
-    """Run the bundle's ``configs/pretrain.json`` once per (method, seed); return the weights and its cost.
+    """Run the bundle's first stage (``configs/pretrain.json``) once per (method, seed); return its weights and cost.
 
-    Pretraining reads every training image (labelled or not) and no label, so one run serves every label fraction.
-    Runs of the grid that need the same pretraining wait for it; a finished one is reused, a stopped one resumes.
+    Self-supervised pretraining reads every training image (labelled or not) and no label, so one run serves every
+    label fraction. A first stage that trains on the labels (``"pretrain_uses_labels": true``, e.g. the teacher of
+    online pseudo-labelling) runs once per (fraction, seed). Variants that differ only in settings the first stage
+    does not read share it. Runs of the grid that need the same first stage wait for it; a finished one is reused,
+    a stopped one resumes.
     """
-    pre_dir = out_dir / "pretrain" / _dirname(spec.method) / f"seed{spec.seed}"
+    stage0 = json.loads((bundle / "configs" / "pretrain.json").read_text())
+    bundle_name, variant = parse_method(spec.method)
+    # variants that change only the second stage share the first: key the stage on the settings it reads
+    shared = ",".join(f"{k}={v}" for k, v in variant.items() if k in stage0)
+    uses_labels = bool(stage0.get("pretrain_uses_labels", False))
+    pre_dir = out_dir / "pretrain" / _dirname(f"{bundle_name}:{shared}" if shared else bundle_name)
+    pre_dir = (pre_dir / f"frac{spec.fraction:g}" if uses_labels else pre_dir) / f"seed{spec.seed}"
     weights = pre_dir / "models" / "pretrained.pt"
     cost_file = pre_dir / "pretrain.json"
     with _PRETRAIN_LOCKS_GUARD:
@@ -102,8 +111,10 @@ def _pretrain(
     with lock:
         if not (weights.is_file() and cost_file.is_file()):
             pre_dir.mkdir(parents=True, exist_ok=True)
-            pre_args = {**args, "output_dir": str(pre_dir), "ckpt_dir": str(pre_dir / "models"), "label_fraction": 1.0}
-            pre_args.pop("samples_per_epoch", None)
+            pre_args = {**args, "output_dir": str(pre_dir), "ckpt_dir": str(pre_dir / "models")}
+            if not uses_labels:  # self-supervised: every training image, one run for every label fraction
+                pre_args["label_fraction"] = 1.0
+                pre_args.pop("samples_per_epoch", None)
             overrides = [x for k, v in pre_args.items() for x in (f"--{k}", _cli_value(v))]
             cmd = [*base, "--config_file", str(bundle / "configs" / "pretrain.json"), *overrides]
             code, wall, peak = _run_child(cmd, pre_dir / "pretrain.log", env)
@@ -114,6 +125,16 @@ def _pretrain(
             tmp.write_text(json.dumps(cost) + "\n")
             os.replace(tmp, cost_file)
     return weights, json.loads(cost_file.read_text())
+
+
+def _overlay(configs: Path, name: Any) -> list[str]:
+    """``[configs/<name>.json]`` for a variant's ``overlay=<name>`` (merged over train.json), or ``[]``."""
+    if not name:
+        return []
+    path = configs / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"overlay {name!r}: {path} does not exist")
+    return [str(path)]
 
 
 def _cli_value(v: Any) -> str:
@@ -155,6 +176,7 @@ def run_one(
     bundle_name, variant = parse_method(spec.method)
     bundle = Path(locate_bundle_root(bundle_name))
     configs = bundle / "configs"
+    overlay = _overlay(configs, variant.pop("overlay", None))
     args: dict[str, Any] = {
         "bundle_root": str(bundle),
         "output_dir": str(run_dir),
@@ -185,11 +207,11 @@ def run_one(
         args["pretrained_ckpt"] = str(weights)
     overrides = [x for k, v in args.items() for x in (f"--{k}", _cli_value(v))]
     if previous is None:
-        train_cmd = [*base, "--config_file", str(configs / "train.json"), *overrides]
+        train_cmd = [*base, "--config_file", json.dumps([str(configs / "train.json"), *overlay]), *overrides]
         code, wall, peak = _run_child(train_cmd, run_dir / "train.log", env)
         if code != 0:
             raise RuntimeError(f"training {spec.name} failed (exit {code}); see {run_dir / 'train.log'}")
-    eval_files = json.dumps([str(configs / "train.json"), str(configs / "evaluate.json")])
+    eval_files = json.dumps([str(configs / "train.json"), *overlay, str(configs / "evaluate.json")])
     eval_cmd = [*base, "--config_file", eval_files, *overrides]
     code, eval_wall, eval_peak = _run_child(eval_cmd, run_dir / "evaluate.log", env)
     if code != 0:
@@ -199,7 +221,8 @@ def run_one(
         row = {k: v for k, v in previous.items() if not k.startswith("test_")}
         row["eval_wall_s"] = round(eval_wall, 1)
     else:
-        val = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        metrics = run_dir / "metrics.jsonl"  # none when the overlay trains nothing (an exported first-stage model)
+        val = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()] if metrics.is_file() else []
         row = {
             **asdict(spec),
             "train_wall_s": round(wall, 1),
@@ -231,8 +254,14 @@ def task_arguments(task: str, phantom_n: int = 1000) -> tuple[dict[str, Any], in
 
 
 def is_semi_supervised(method: str) -> bool:
-    """True for a bundle that trains on unlabelled data too (its ``train`` section has an ``unlabeled_dataset``)."""
-    config = json.loads((Path(locate_bundle_root(parse_method(method)[0])) / "configs" / "train.json").read_text())
+    """True for a bundle that trains on unlabelled data too (its ``train`` section has an ``unlabeled_dataset``),
+    unless the variant's overlay says ``"semi_supervised": false`` (e.g. ``overlay=export_teacher``)."""
+    name, variant = parse_method(method)
+    configs = Path(locate_bundle_root(name)) / "configs"
+    for overlay in _overlay(configs, variant.get("overlay")):
+        if json.loads(Path(overlay).read_text()).get("semi_supervised") is False:
+            return False
+    config = json.loads((configs / "train.json").read_text())
     return "unlabeled_dataset" in config.get("train", {})
 
 

@@ -12,7 +12,7 @@ from .datalist import load_datalist, save_datalist
 from .phantoms import make_phantom
 from .split import label_fraction_split
 
-__all__ = ["cache_dir", "phantom_datalist", "prepare_datalist"]
+__all__ = ["cache_dir", "phantom_datalist", "prepare_datalist", "with_index"]
 
 
 def cache_dir() -> Path:
@@ -115,3 +115,20 @@ def inference_items(
         return [{"image": f} for f in files]
     data = prepare_datalist(dataset_dir, datalist, phantom, phantom_n=phantom_n)
     return [{"image": item["image"]} for item in data.get(section, [])]
+
+
+def with_index(items: list[dict[str, Any]] | None, key: str = "ulb_index") -> list[dict[str, Any]]:
+    """Copies of ``items`` that carry their position in the list under ``key`` (the unlabelled item index).
+
+    Pseudo labels rendered over the whole unlabelled set are served to the student by this index
+    (:class:`s4mi.handlers.PseudoLabelRenderer`). ``None`` (a datalist with no unlabelled section) gives ``[]``.
+
+    Raises:
+        KeyError: an item already holds ``key``.
+    """
+    out = []
+    for i, item in enumerate(items or []):
+        if key in item:
+            raise KeyError(f"unlabelled item {i} ({item.get('image')}) already holds {key!r}")
+        out.append({**item, key: i})
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -14,7 +14,7 @@ from s4mi.losses.consistency import SoftDiceConsistencyLoss, probabilities
 if TYPE_CHECKING:
     from s4mi.handlers.pseudo_labels import PseudoLabelRenderer
 
-__all__ = ["OnlinePseudoLabelTrainer", "random_flip_rot90"]
+__all__ = ["OnlinePseudoLabelTrainer", "random_crop", "random_flip_rot90"]
 
 
 def random_flip_rot90(
@@ -43,6 +43,32 @@ def random_flip_rot90(
             if k:
                 x = torch.rot90(x, k, dims=(1, 2))
             outs[j].append(x)
+    return tuple(torch.stack(o) for o in outs)
+
+
+def random_crop(
+    tensors: tuple[torch.Tensor, ...], roi_size: Sequence[int], generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Crop the same random ``roi_size`` box per sample out of several ``B C *spatial`` tensors, on their device.
+
+    With rendered pseudo labels the student trains on patches of whole volumes (3D): the volume and its cached
+    label map are cropped together here, so the label never leaves the device. Axes already smaller than or equal
+    to the box are kept whole.
+    """
+    first = tensors[0]
+    spatial = first.shape[2:]
+    if len(roi_size) != len(spatial):
+        raise ValueError(f"crop size {tuple(roi_size)} does not match the spatial shape {tuple(spatial)}")
+    roi = [min(int(r), int(s)) for r, s in zip(roi_size, spatial, strict=True)]
+    starts = (
+        torch.rand(first.shape[0], len(spatial), generator=generator)
+        * torch.tensor([s - r + 1 for s, r in zip(spatial, roi, strict=True)], dtype=torch.float32)
+    ).long()
+    outs: list[list[torch.Tensor]] = [[] for _ in tensors]
+    for i in range(first.shape[0]):
+        box = (slice(None),) + tuple(slice(int(a), int(a) + r) for a, r in zip(starts[i], roi, strict=True))
+        for j, t in enumerate(tensors):
+            outs[j].append(t[i][box])
     return tuple(torch.stack(o) for o in outs)
 
 
@@ -77,6 +103,8 @@ class OnlinePseudoLabelTrainer(SemiSupervisedTrainer):
         teacher_view: ``"strong"`` or ``"weak"``: the unlabelled view the teacher labels on the fly.
         renderer: serve pseudo labels from this renderer's cache instead of running the teacher each step.
         device_augment: with a renderer, flip/rotate the student's input and its cached pseudo label together.
+        crop_size: with a renderer, first crop the student's input and its pseudo label to this random box
+            together (3D: train on patches of the volumes the renderer labelled whole, with a sliding window).
         joint_forward: one student forward over labelled and unlabelled images when their shapes match.
         args, kwargs: those of :class:`s4mi.engines.SemiSupervisedTrainer`.
     """
@@ -94,6 +122,7 @@ class OnlinePseudoLabelTrainer(SemiSupervisedTrainer):
         teacher_view: Literal["strong", "weak"] = "strong",
         renderer: PseudoLabelRenderer | None = None,
         device_augment: bool = True,
+        crop_size: Sequence[int] | None = None,
         joint_forward: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -111,6 +140,7 @@ class OnlinePseudoLabelTrainer(SemiSupervisedTrainer):
         self.teacher_view = teacher_view
         self.renderer = renderer
         self.device_augment = device_augment
+        self.crop_size = crop_size
         self.joint_forward = joint_forward
         if renderer is not None:
             renderer.attach(self)
@@ -139,6 +169,8 @@ class OnlinePseudoLabelTrainer(SemiSupervisedTrainer):
         if engine.renderer is not None:
             x_u = batch[Keys.X_ULB_S]
             q = engine.renderer.lookup(batch[Keys.ULB_INDEX]).to(x_u.device, torch.float32)
+            if engine.crop_size is not None:
+                x_u, q = random_crop((x_u, q), engine.crop_size)
             if engine.device_augment:
                 x_u, q = random_flip_rot90((x_u, q))
         else:

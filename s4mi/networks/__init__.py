@@ -1,12 +1,21 @@
-"""Network parts: projection heads, a backbone + head encoder, MoCo's key queue and shuffle-BN."""
+"""Network parts: projection heads, a backbone + head encoder, MoCo's key queue and shuffle-BN, and DenseNet
+backbones for MONAI's FlexibleUNet (registered on import)."""
 
 from __future__ import annotations
 
+from .densenet_encoder import DenseNetEncoder
 from .heads import EncoderWithHead, ProjectionHead, backbone_state_dict_for_classifier, densenet_features
-from .pretrained import load_pretrained_backbone, save_pretrained_backbone
+from .pretrained import (
+    export_teacher,
+    load_pretrained_backbone,
+    load_teacher,
+    save_pretrained_backbone,
+    save_teachers,
+)
 from .queue import KeyQueue, batch_shuffle, batch_unshuffle, concat_all_gather, shuffled_key_forward
 
 __all__ = [
+    "DenseNetEncoder",
     "EncoderWithHead",
     "KeyQueue",
     "ProjectionHead",
@@ -15,7 +24,10 @@ __all__ = [
     "batch_unshuffle",
     "concat_all_gather",
     "densenet_features",
+    "export_teacher",
     "load_pretrained_backbone",
+    "load_teacher",
     "save_pretrained_backbone",
+    "save_teachers",
     "shuffled_key_forward",
 ]

@@ -10,7 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["load_pretrained_backbone", "save_pretrained_backbone"]
+__all__ = [
+    "export_teacher",
+    "load_pretrained_backbone",
+    "load_teacher",
+    "save_pretrained_backbone",
+    "save_teachers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +99,74 @@ def save_pretrained_backbone(encoder: nn.Module, path: str | os.PathLike) -> Pat
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+def _atomic_save(obj: object, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _state_dict_of(path: Path, what: str) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} ({what}) is not a state dict of tensors")
+    return state
+
+
+def save_teachers(path: str | os.PathLike, **files: str | os.PathLike) -> Path:
+    """Bundle a first stage's teacher checkpoints into one file, ``{name: state_dict}``, written atomically.
+
+    The online pseudo-labelling bundles' stage 0 (``configs/pretrain.json``) keeps its best teacher and its best
+    momentum copy in ``teacher.pt`` and ``teacher_momentum.pt``; ``pretrained.pt`` holds both, so the student stage
+    (and the benchmark, which shares one stage 0 between the student variants) needs one path.
+
+    Raises:
+        FileNotFoundError: a checkpoint is missing (named).
+    """
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, file in files.items():
+        file = Path(file)
+        if not file.is_file():
+            raise FileNotFoundError(f"{name} checkpoint {file} not found: did the teacher stage validate at all?")
+        out[name] = _state_dict_of(file, name)
+    return _atomic_save(out, Path(path))
+
+
+def _teacher_state(path: str | os.PathLike, source: str) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"teacher weights {path} not found: run the bundle's configs/pretrain.json (the teacher stage) first, or "
+            "`s4mi run <bundle>`, which runs both stages"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if source not in state:
+        raise KeyError(
+            f"{path} holds no {source!r} teacher (it has {sorted(state)}): set teacher_source to one of them"
+        )
+    return state[source]
+
+
+def load_teacher(teacher: nn.Module, path: str | os.PathLike, source: str = "teacher_momentum") -> nn.Module:
+    """Load the ``source`` entry of a :func:`save_teachers` file into ``teacher`` (an ``EMATeacher`` or a network).
+
+    Returns:
+        the teacher's network, loaded.
+    """
+    net = getattr(teacher, "ema_model", teacher)
+    net.load_state_dict(_teacher_state(path, source))
+    logger.info("loaded the %s from %s", source.replace("_", " "), path)
+    return net
+
+
+def export_teacher(path: str | os.PathLike, source: str, out: str | os.PathLike) -> Path:
+    """Write the ``source`` teacher of a :func:`save_teachers` file as a bundle's ``models/model.pt`` (a state dict).
+
+    This is how the teacher itself (supervised on the labelled data only) is evaluated and served like any model.
+    """
+    return _atomic_save(_teacher_state(path, source), Path(out))

@@ -179,7 +179,17 @@ def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
     assert list((out).glob("events.out.tfevents.*")), "TensorBoard logs expected by default"
     assert (out / "split.json").is_file()
     assert list((out / "resume").glob("*.pt"))
-    if (_configs(name) / "pretrain.json").is_file():
+    stage0 = _configs(name) / "pretrain.json"
+    if stage0.is_file() and json.loads(stage0.read_text()).get("pretrain_uses_labels"):  # a teacher stage
+        rows = [json.loads(x) for x in (out / "pretrain_momentum_metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1] and 0.0 <= rows[0]["val_momentum_mean_dice"] <= 1.0
+        teachers = torch.load(out / "models" / "pretrained.pt", weights_only=True)
+        assert sorted(teachers) == ["teacher", "teacher_momentum"]
+        assert teachers["teacher"].keys() == state.keys(), "the teacher has the student's architecture"
+        assert "loaded the teacher momentum" in log, "the student stage did not start from the momentum teacher"
+        rows = [json.loads(x) for x in (out / "teacher_metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1]
+    elif stage0.is_file():
         rows = [json.loads(x) for x in (out / "pretrain_metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1] and np.isfinite(rows[0]["loss"]) and rows[0]["loss"] > 0
         backbone = torch.load(out / "models" / "pretrained.pt", weights_only=True)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from s4mi.data.loaders import SemiSupervisedLoader
 from s4mi.engines import Keys, OnlinePseudoLabelTrainer
-from s4mi.engines.online_pseudo_label import random_flip_rot90
+from s4mi.engines.online_pseudo_label import random_crop, random_flip_rot90
 from s4mi.handlers import EMATeacher
 from s4mi.losses import SoftDiceConsistencyLoss
 
@@ -202,3 +202,14 @@ def test_random_flip_rot90_moves_image_and_label_together() -> None:
 def test_unknown_teacher_name() -> None:
     with pytest.raises(ValueError, match="pseudo-label teacher"):
         _trainer(_data(), teacher_name="nope")
+
+
+def test_random_crop_cuts_the_same_box() -> None:
+    x = torch.arange(2 * 1 * 6 * 5 * 4, dtype=torch.float32).view(2, 1, 6, 5, 4)
+    a, b = random_crop((x, x * 2), (3, 5, 8))
+    assert a.shape == (2, 1, 3, 5, 4) and torch.equal(b, a * 2)
+    for i in range(2):  # each crop is a contiguous block of the original
+        start = int((x[i, 0, :, 0, 0] == a[i, 0, 0, 0, 0]).nonzero()[0])
+        assert torch.equal(a[i], x[i, :, start : start + 3])
+    with pytest.raises(ValueError, match="crop size"):
+        random_crop((x,), (3, 3))
