@@ -86,6 +86,21 @@ _PRETRAIN_LOCKS: dict[Path, threading.Lock] = {}
 _PRETRAIN_LOCKS_GUARD = threading.Lock()
 
 
+def first_stage_dir(spec: RunSpec, out_dir: Path) -> tuple[Path, bool]:
+    """Where the first stage of ``spec``'s bundle runs, and whether that stage reads labels.
+
+    The folder is keyed on the bundle, the variant settings that ``configs/pretrain.json`` itself defines (so
+    variants that change only the second stage share it), the seed, and the label fraction when the stage reads
+    labels (``"pretrain_uses_labels": true``).
+    """
+    bundle_name, variant = parse_method(spec.method)
+    stage0 = json.loads((Path(locate_bundle_root(bundle_name)) / "configs" / "pretrain.json").read_text())
+    shared = ",".join(f"{k}={v}" for k, v in variant.items() if k in stage0)
+    uses_labels = bool(stage0.get("pretrain_uses_labels", False))
+    pre_dir = out_dir / "pretrain" / _dirname(f"{bundle_name}:{shared}" if shared else bundle_name)
+    return (pre_dir / f"frac{spec.fraction:g}" if uses_labels else pre_dir) / f"seed{spec.seed}", uses_labels
+
+
 def _pretrain(
     spec: RunSpec, bundle: Path, out_dir: Path, args: dict[str, Any], env: dict[str, str], base: list[str]
 ) -> tuple[Path, dict[str, float]]:
@@ -97,13 +112,7 @@ def _pretrain(
     does not read share it. Runs of the grid that need the same first stage wait for it; a finished one is reused,
     a stopped one resumes.
     """
-    stage0 = json.loads((bundle / "configs" / "pretrain.json").read_text())
-    bundle_name, variant = parse_method(spec.method)
-    # variants that change only the second stage share the first: key the stage on the settings it reads
-    shared = ",".join(f"{k}={v}" for k, v in variant.items() if k in stage0)
-    uses_labels = bool(stage0.get("pretrain_uses_labels", False))
-    pre_dir = out_dir / "pretrain" / _dirname(f"{bundle_name}:{shared}" if shared else bundle_name)
-    pre_dir = (pre_dir / f"frac{spec.fraction:g}" if uses_labels else pre_dir) / f"seed{spec.seed}"
+    pre_dir, uses_labels = first_stage_dir(spec, out_dir)
     weights = pre_dir / "models" / "pretrained.pt"
     cost_file = pre_dir / "pretrain.json"
     with _PRETRAIN_LOCKS_GUARD:

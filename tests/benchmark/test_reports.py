@@ -144,3 +144,26 @@ def test_pretraining_runs_once_per_seed_and_serves_every_fraction(tmp_path: Path
         assert "loaded the pretrained backbone from " + str(pre[0]) in log
     paths = write_reports(rows, tmp_path)
     assert "pretrain time (s)" in paths["markdown"].read_text()
+
+
+def test_first_stage_folders_are_shared_by_second_stage_variants(tmp_path: Path) -> None:
+    from s4mi.benchmark.runner import first_stage_dir, is_semi_supervised
+
+    opl = "online_pseudolabel_polyp_segmentation"
+    offline, online = f"{opl}:online=false,teacher_source=teacher", f"{opl}:online=true"
+    a, uses_labels = first_stage_dir(RunSpec(offline, 0.2, 0), tmp_path)
+    assert uses_labels, "the teacher stage trains on the labelled share"
+    assert a == first_stage_dir(RunSpec(online, 0.2, 0), tmp_path)[0], "student variants share the teacher"
+    assert a != first_stage_dir(RunSpec(online, 0.4, 0), tmp_path)[0], "one teacher per label fraction"
+    assert a != first_stage_dir(RunSpec(online, 0.2, 1), tmp_path)[0], "one teacher per seed"
+    assert a != first_stage_dir(RunSpec(f"{opl}:teacher_momentum=0.9", 0.2, 0), tmp_path)[0], "a stage-0 setting"
+    # self-supervised pretraining reads no label: one per seed whatever the fraction
+    s2 = "s2mts2_cxr_classification"
+    b, uses_labels = first_stage_dir(RunSpec(f"{s2}:max_epochs=3", 0.1, 0), tmp_path)
+    assert not uses_labels and b == first_stage_dir(RunSpec(s2, 0.5, 0), tmp_path)[0]
+    assert b != first_stage_dir(RunSpec(f"{s2}:jcl_lambda_max=0", 0.1, 0), tmp_path)[0]
+    # an overlay that trains nothing is not semi-supervised: it runs at 100 % labels too
+    assert is_semi_supervised(online)
+    assert not is_semi_supervised(f"{opl}:overlay=export_teacher")
+    with pytest.raises(FileNotFoundError, match="overlay"):
+        is_semi_supervised(f"{opl}:overlay=nope")
