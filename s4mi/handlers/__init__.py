@@ -6,6 +6,7 @@ from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeSaver, latest
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC
 from .metrics_logger import MetricsLogger
+from .pseudo_labels import PseudoLabelRenderer
 from .ramps import (
     ConstantRamp,
     CosineRampDown,
@@ -31,6 +32,7 @@ __all__ = [
     "MacroConfusionMatrix",
     "MeanAUC",
     "MetricsLogger",
+    "PseudoLabelRenderer",
     "Ramp",
     "RampHandler",
     "RampScheduler",
