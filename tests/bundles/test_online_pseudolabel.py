@@ -58,3 +58,12 @@ def test_export_teacher_overlay_writes_the_chosen_teacher(teacher_stage: tuple[P
         assert model.keys() == teachers[source].keys()
         assert all(torch.equal(model[k], teachers[source][k]) for k in model)
     assert not all(torch.equal(teachers["teacher"][k], teachers["teacher_momentum"][k]) for k in model)
+
+
+def test_without_teacher_weights_the_teacher_starts_as_the_student(teacher_stage: tuple[Path, list[str]]) -> None:
+    """MONAI Label trains on from models/model.pt with pretrained_ckpt='' (s4mi.label.overrides): no stage 0 needed."""
+    out, args = teacher_stage
+    a = [*args, "--pretrained_ckpt", "", "--output_dir", str(out / "no_teacher"), "--ckpt_dir", str(out / "nt")]
+    log = _run(_bundle_cmd(POLYP, "train.json", *a), out)
+    assert "loaded the teacher" not in log
+    assert (out / "nt" / "model.pt").is_file()
