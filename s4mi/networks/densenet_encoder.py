@@ -118,6 +118,10 @@ class DenseNetEncoder(DenseNet, BaseEncoder):
         dropout_prob: float = 0.0,
         pretrained: bool = False,
     ) -> None:
+        if len(block_config) != 4:
+            raise ValueError(
+                f"DenseNetEncoder needs four dense blocks (FlexibleUNet takes five feature maps), got {block_config}"
+            )
         if pretrained:
             raise ValueError(
                 "DenseNetEncoder has no pretrained weights (none are bundled and nothing can be downloaded): "
@@ -150,20 +154,23 @@ class DenseNetEncoder(DenseNet, BaseEncoder):
             ``len(block_config) + 1`` tensors; the ``i``-th (from 0) has ``feature_channels[i]`` channels and
             spatial size about ``H / 2 ** (i + 1)``.
         """
+        # Written out for the four dense blocks with literal names: TorchScript (``monai.bundle ckpt_export``)
+        # accepts ``getattr`` with string literals only.
         f: Any = self.features  # submodules by their DenseNet names (Any: nn.Module attributes type as Tensor)
         head: Any = self.class_layers
         x = f.relu0(f.norm0(f.conv0(x)))
         outputs = [x]
-        x = f.pool0(x)
-        for i in range(1, self.num_blocks + 1):
-            x = getattr(f, f"denseblock{i}")(x)
-            if i < self.num_blocks:
-                transition = getattr(f, f"transition{i}")
-                x = transition.relu(transition.norm(x))
-                outputs.append(x)
-                x = transition.pool(transition.conv(x))
-            else:
-                outputs.append(head.relu(f.norm5(x)))
+        x = f.denseblock1(f.pool0(x))
+        x = f.transition1.relu(f.transition1.norm(x))
+        outputs.append(x)
+        x = f.denseblock2(f.transition1.pool(f.transition1.conv(x)))
+        x = f.transition2.relu(f.transition2.norm(x))
+        outputs.append(x)
+        x = f.denseblock3(f.transition2.pool(f.transition2.conv(x)))
+        x = f.transition3.relu(f.transition3.norm(x))
+        outputs.append(x)
+        x = f.denseblock4(f.transition3.pool(f.transition3.conv(x)))
+        outputs.append(head.relu(f.norm5(x)))
         return outputs
 
     @classmethod

@@ -166,3 +166,14 @@ def test_foreign_names_are_not_overwritten() -> None:
     fresh = FlexUNetEncoderRegister()
     assert register_densenet_encoders(fresh) is True and register_densenet_encoders(fresh) is True
     assert list(fresh.register_dict) == list(EXPECTED_CHANNELS)
+
+
+def test_torchscript_export_and_four_blocks() -> None:
+    """``monai.bundle ckpt_export`` scripts the network: the encoder must compile and give the same maps."""
+    net = FlexibleUNet(in_channels=3, out_channels=1, backbone="densenet-tiny", spatial_dims=2).eval()
+    scripted = torch.jit.script(net)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-5)
+    with pytest.raises(ValueError, match="four dense blocks"):
+        DenseNetEncoder(spatial_dims=2, in_channels=3, block_config=(2, 2, 2))
