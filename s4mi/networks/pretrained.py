@@ -152,15 +152,22 @@ def _teacher_state(path: str | os.PathLike, source: str) -> dict[str, torch.Tens
     return state[source]
 
 
-def load_teacher(teacher: nn.Module, path: str | os.PathLike, source: str = "teacher_momentum") -> nn.Module:
+def load_teacher(
+    teacher: nn.Module, path: str | os.PathLike, source: str = "teacher_momentum", role: str = "pseudo-label teacher"
+) -> nn.Module:
     """Load the ``source`` entry of a :func:`save_teachers` file into ``teacher`` (an ``EMATeacher`` or a network).
 
+    The student stage of the online pseudo-labelling bundles loads it into the pseudo-label teacher and, with
+    ``student_init="teacher"``, into the student too (``role`` names which in the log).
+
     Returns:
-        the teacher's network, loaded.
+        the network, loaded.
     """
     net = getattr(teacher, "ema_model", teacher)
+    if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        net = net.module
     net.load_state_dict(_teacher_state(path, source))
-    logger.info("loaded the %s from %s", source.replace("_", " "), path)
+    logger.info("loaded the %s as the %s from %s", source.replace("_", " "), role, path)
     return net
 
 

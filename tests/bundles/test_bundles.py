@@ -186,7 +186,8 @@ def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
         teachers = torch.load(out / "models" / "pretrained.pt", weights_only=True)
         assert sorted(teachers) == ["teacher", "teacher_momentum"]
         assert teachers["teacher"].keys() == state.keys(), "the teacher has the student's architecture"
-        assert "loaded the teacher momentum" in log, "the student stage did not start from the momentum teacher"
+        assert "loaded the teacher momentum as the pseudo-label teacher" in log, "no momentum teacher loaded"
+        assert "loaded the teacher momentum as the student" in log, "the student did not start from the teacher"
         rows = [json.loads(x) for x in (out / "teacher_metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1]
     elif stage0.is_file():
