@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeSaver, latest_checkpoint
 from .contrastive import ContrastiveMonitor
-from .metrics import MacroConfusionMatrix, MeanAUC
+from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
 from .pseudo_labels import PseudoLabelRenderer
 from .ramps import (
@@ -31,6 +31,7 @@ __all__ = [
     "LinearRamp",
     "MacroConfusionMatrix",
     "MeanAUC",
+    "PerSourceMetrics",
     "MetricsLogger",
     "PseudoLabelRenderer",
     "Ramp",

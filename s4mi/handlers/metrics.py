@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+from ignite.engine import Engine, Events
 from monai.handlers import IgniteMetricHandler
 
 from s4mi.metrics import MacroConfusionMatrixMetric, MeanAUCMetric
 
-__all__ = ["MacroConfusionMatrix", "MeanAUC"]
+__all__ = ["MacroConfusionMatrix", "MeanAUC", "PerSourceMetrics"]
 
 
 class MeanAUC(IgniteMetricHandler):
@@ -36,3 +38,65 @@ class MacroConfusionMatrix(IgniteMetricHandler):
     ) -> None:
         metric_fn = MacroConfusionMatrixMetric(metric_name=metric_name, include_background=include_background)
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=False)
+
+
+class PerSourceMetrics:
+    """Per-image metrics averaged per test set, and the plain mean of the sets, added to ``engine.state.metrics``.
+
+    Polyp papers report per-image Dice and IoU on each PraNet test set (Kvasir, CVC-ClinicDB, CVC-ColonDB, ETIS,
+    CVC-300) and the plain mean of the five, not the mean over all images, which the largest set would dominate.
+    The PraNet adapter (``s4mi data adapt pranet``) tags each test item with ``"source"``. This handler reads the
+    per-image scores MONAI's metric handlers keep (``engine.state.metric_details``, ``save_details=True``, their
+    default) and each batch's ``source`` values, and adds ``<metric>/<set>`` for every set and
+    ``<metric>/mean_of_sets``. With one source (or none: the phantoms) it adds nothing. Images where a metric is NaN
+    (an empty ground truth under MONAI's ``ignore_empty``) are left out of their set's mean, as MONAI's mean does.
+
+    List it before :class:`MetricsLogger` in the evaluator's handlers so the logger records the new entries.
+
+    Args:
+        metric_names: the evaluator's metric names to split, e.g. ``["val_mean_dice", "val_mean_iou"]``.
+        source_key: the batch key holding each item's set.
+    """
+
+    def __init__(self, metric_names: list[str], source_key: str = "source") -> None:
+        self.metric_names = list(metric_names)
+        self.source_key = source_key
+        self._sources: list[str] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self._sources.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._summarise)
+
+    def _collect(self, engine: Engine) -> None:
+        batch = engine.state.batch
+        if isinstance(batch, dict):  # a collated batch
+            image = batch.get("image")
+            n = len(image) if image is not None else 0
+            sources = batch.get(self.source_key, [""] * n)
+        else:  # MONAI decollates the batch after the iteration: one dict per item
+            sources = [item.get(self.source_key, "") for item in batch]
+        self._sources.extend(str(s) for s in sources)
+
+    def _summarise(self, engine: Engine) -> None:
+        names = list(dict.fromkeys(self._sources))
+        if len(names) < 2:
+            return
+        details = getattr(engine.state, "metric_details", {}) or {}
+        for metric in self.metric_names:
+            if metric not in details:
+                raise KeyError(
+                    f"PerSourceMetrics: no per-image scores for {metric!r} (has {sorted(details)}); the metric "
+                    "handler must keep them (save_details=True)"
+                )
+            scores = torch.as_tensor(details[metric], dtype=torch.float64).reshape(len(self._sources), -1)
+            if scores.shape[0] != len(self._sources):
+                raise ValueError(f"{metric}: {scores.shape[0]} per-image scores for {len(self._sources)} images")
+            per_image = scores.nanmean(dim=1)
+            means = []
+            for name in names:
+                rows = torch.tensor([s == name for s in self._sources])
+                value = float(per_image[rows].nanmean())
+                engine.state.metrics[f"{metric}/{name}"] = value
+                means.append(value)
+            engine.state.metrics[f"{metric}/mean_of_sets"] = float(torch.tensor(means).nanmean())
