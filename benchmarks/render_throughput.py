@@ -21,12 +21,21 @@ import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.networks.nets import FlexibleUNet, UNet
 
+import s4mi.networks  # noqa: F401  (registers the DenseNet backbones of FlexibleUNet)
 from s4mi.handlers import PseudoLabelRenderer
 
 
 def build(net: str, backbone: str) -> torch.nn.Module:
     if net == "flexunet":
-        return FlexibleUNet(in_channels=3, out_channels=1, backbone=backbone, pretrained=False, spatial_dims=2)
+        # the polyp bundle's network (decoder channels of configs/train.json)
+        return FlexibleUNet(
+            in_channels=3,
+            out_channels=1,
+            backbone=backbone,
+            pretrained=False,
+            spatial_dims=2,
+            decoder_channels=(128, 64, 32, 16, 8),
+        )
     return UNet(
         spatial_dims=2,
         in_channels=3,
@@ -65,7 +74,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--net", choices=["unet", "flexunet"], default="unet")
-    parser.add_argument("--backbone", default="efficientnet-b0", help="FlexibleUNet backbone")
+    parser.add_argument("--backbone", default="densenet-tiny", help="FlexibleUNet backbone")
     parser.add_argument("--meta", action="store_true", help="images as MetaTensors, as LoadImaged gives them")
     parser.add_argument("--amp", action="store_true", help="autocast on CUDA (both sides)")
     args = parser.parse_args()
