@@ -65,7 +65,7 @@ def parse_method(method: str) -> tuple[str, dict[str, Any]]:
 
 
 def _dirname(method: str) -> str:
-    return method.replace(":", "__").replace("=", "-").replace(",", "_")
+    return method.replace(":", "__").replace("=", "-").replace(",", "_").replace("/", "_")
 
 
 @dataclass

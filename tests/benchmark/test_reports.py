@@ -114,6 +114,7 @@ def test_method_variants() -> None:
     )
     spec = RunSpec("b:num_key_views=1,tag=x", 0.1, 2)
     assert spec.name == "b__num_key_views-1_tag-x/frac0.1/seed2", "variant names make plain folder names"
+    assert RunSpec("b:ckpt=/w/p.pt", 0.1, 0).name == "b__ckpt-_w_p.pt/frac0.1/seed0", "a path value stays one folder"
     with pytest.raises(ValueError, match="key=value"):
         parse_method("b:num_key_views")
 
