@@ -51,12 +51,7 @@ class MeanTeacherTrainer(SemiSupervisedTrainer):
 
     def train_step(self, engine: SemiSupervisedTrainer, batch: dict[str, torch.Tensor]) -> None:
         x_lb, y_lb, x_ulb_w, x_ulb_s = batch[Keys.X_LB], batch[Keys.Y_LB], batch[Keys.X_ULB_W], batch[Keys.X_ULB_S]
-        if self.joint_forward and x_lb.shape[1:] == x_ulb_s.shape[1:]:
-            logits = engine.inferer(torch.cat([x_lb, x_ulb_s]), engine.network)
-            logits_lb, logits_ulb_s = logits[: x_lb.shape[0]], logits[x_lb.shape[0] :]
-        else:
-            logits_lb = engine.inferer(x_lb, engine.network)
-            logits_ulb_s = engine.inferer(x_ulb_s, engine.network)
+        logits_lb, logits_ulb_s = engine.student_forward(x_lb, x_ulb_s, self.joint_forward)
         logits_ulb_t = engine.teacher_forward(engine.teacher, x_ulb_w)
         out = engine.state.output
         out.update(
@@ -73,13 +68,4 @@ class MeanTeacherTrainer(SemiSupervisedTrainer):
             loss_unsup = self.consistency(logits_ulb_s, logits_ulb_t)
         else:
             loss_unsup = softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float(), self.activation)
-        weight = float(getattr(engine.state, Keys.UNSUP_WEIGHT))
-        out.update(
-            {
-                Keys.LOSS_SUP: loss_sup,
-                Keys.LOSS_UNSUP: loss_unsup,
-                Keys.UNSUP_WEIGHT: weight,
-                Keys.LOSS: loss_sup + weight * loss_unsup,
-            }
-        )
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.set_losses(loss_sup, loss_unsup)

@@ -179,23 +179,9 @@ class OnlinePseudoLabelTrainer(SemiSupervisedTrainer):
             logits_t = engine.teacher_forward(engine.pseudo_teacher, x_t)
             out[Keys.LOGITS_ULB_T] = logits_t
             q = probabilities(logits_t.float(), engine.activation)
-        if engine.joint_forward and x_lb.shape[1:] == x_u.shape[1:]:
-            logits = engine.inferer(torch.cat([x_lb, x_u]), engine.network)
-            logits_lb, logits_u = logits[: x_lb.shape[0]], logits[x_lb.shape[0] :]
-        else:
-            logits_lb = engine.inferer(x_lb, engine.network)
-            logits_u = engine.inferer(x_u, engine.network)
+        logits_lb, logits_u = engine.student_forward(x_lb, x_u, engine.joint_forward)
         out.update({Keys.PRED: logits_lb, Keys.LOGITS_LB: logits_lb, Keys.LOGITS_ULB_S: logits_u, Keys.PSEUDO_LABEL: q})
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss_sup = engine.loss_function(logits_lb, y_lb).mean()
         loss_unsup = engine.consistency(logits_u.float(), q)
-        weight = float(getattr(engine.state, Keys.UNSUP_WEIGHT))
-        out.update(
-            {
-                Keys.LOSS_SUP: loss_sup,
-                Keys.LOSS_UNSUP: loss_unsup,
-                Keys.UNSUP_WEIGHT: weight,
-                Keys.LOSS: loss_sup + weight * loss_unsup,
-            }
-        )
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.set_losses(loss_sup, loss_unsup)

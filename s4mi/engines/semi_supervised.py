@@ -187,6 +187,30 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             )
         return out
 
+    def student_forward(
+        self, x_lb: torch.Tensor, x_ulb: torch.Tensor, joint: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student logits of the labelled and unlabelled images: one forward over both when ``joint`` and their
+        shapes match (batch norm then sees them together, as in the reference implementations), else two."""
+        if joint and x_lb.shape[1:] == x_ulb.shape[1:]:
+            logits = self.inferer(torch.cat([x_lb, x_ulb]), self.network)
+            return logits[: x_lb.shape[0]], logits[x_lb.shape[0] :]
+        return self.inferer(x_lb, self.network), self.inferer(x_ulb, self.network)
+
+    def set_losses(self, loss_sup: torch.Tensor, loss_unsup: torch.Tensor) -> None:
+        """Put ``loss = loss_sup + w * loss_unsup`` (``w``: the current unlabelled weight) and its parts in the
+        output, then fire ``LOSS_COMPLETED``."""
+        weight = float(getattr(self.state, Keys.UNSUP_WEIGHT))
+        self.state.output.update(
+            {
+                Keys.LOSS_SUP: loss_sup,
+                Keys.LOSS_UNSUP: loss_unsup,
+                Keys.UNSUP_WEIGHT: weight,
+                Keys.LOSS: loss_sup + weight * loss_unsup,
+            }
+        )
+        self.fire_event(IterationEvents.LOSS_COMPLETED)
+
     def teacher_forward(self, teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Teacher logits, without gradients, in eval mode unless ``teacher_train_mode``."""
         teacher.train(self.teacher_train_mode)

@@ -57,8 +57,7 @@ def load_pretrained_backbone(
     state = torch.load(path, map_location="cpu", weights_only=True)
     if key is not None and key in state and isinstance(state[key], dict):
         state = state[key]
-    if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        network = network.module
+    network = _unwrap(network)
     own = network.state_dict()
     skipped = [k for k in own if any(k.startswith(p) for p in exclude)]
     wanted = [k for k in own if k not in skipped]
@@ -92,13 +91,14 @@ def save_pretrained_backbone(encoder: nn.Module, path: str | os.PathLike) -> Pat
     """
     from s4mi.networks.heads import backbone_state_dict_for_classifier
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in backbone_state_dict_for_classifier(encoder).items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return _atomic_save(state, Path(path))
+
+
+def _unwrap(network: nn.Module) -> nn.Module:
+    if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return network.module
+    return network
 
 
 def _atomic_save(obj: object, path: Path) -> Path:
@@ -163,9 +163,7 @@ def load_teacher(
     Returns:
         the network, loaded.
     """
-    net = getattr(teacher, "ema_model", teacher)
-    if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        net = net.module
+    net = _unwrap(getattr(teacher, "ema_model", teacher))
     net.load_state_dict(_teacher_state(path, source))
     logger.info("loaded the %s as the %s from %s", source.replace("_", " "), role, path)
     return net

@@ -138,15 +138,26 @@ def test_offline_teacher_never_moves_buffers_included() -> None:
 
 
 def test_hard_labels_threshold_and_weak_view() -> None:
-    loader = _data(n_ulb=4)
-    ulb = next(iter(loader))["unlabeled"]
+    g = torch.Generator().manual_seed(0)
+    lb = [{"image": torch.randn(1, 8, 8, generator=g), "label": torch.ones(1, 8, 8)} for _ in range(4)]
+    ulb = []
+    for _ in range(4):
+        x = torch.randn(1, 8, 8, generator=g)
+        ulb.append({"image": x, "image_s": x + torch.randn(1, 8, 8, generator=g)})
+    loader = SemiSupervisedLoader(DataLoader(lb, batch_size=4), DataLoader(ulb, batch_size=4), "unlabeled")
     trainer = _trainer(loader, hard=True, threshold=0.6, teacher_view="weak")
     seen = {}
     trainer.add_event_handler(IterationEvents.LOSS_COMPLETED, lambda e: seen.update(e.state.output))
+    with torch.no_grad():
+        trainer.pseudo_teacher.eval()
+        weak = torch.stack([u["image"] for u in ulb])
+        q = torch.sigmoid(trainer.pseudo_teacher(weak))
     trainer.run()
-    q = seen[Keys.PSEUDO_LABEL]
-    assert q.shape == ulb["image"].shape
-    assert torch.isfinite(seen[Keys.LOSS_UNSUP])
+    # the teacher labels the weak view; the student is trained on the strong one with hard, thresholded targets
+    assert torch.allclose(seen[Keys.PSEUDO_LABEL], q, atol=1e-6)
+    expected = SoftDiceConsistencyLoss(hard=True, threshold=0.6)(seen[Keys.LOGITS_ULB_S], q)
+    assert seen[Keys.LOSS_UNSUP].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() != pytest.approx(SoftDiceConsistencyLoss()(seen[Keys.LOGITS_ULB_S], q).item(), rel=1e-3)
 
 
 class _FakeRenderer:
