@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers.utils import get_act_layer
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets import DenseNet
 from torch import nn
 
@@ -34,6 +34,15 @@ class ProjectionHead(nn.Sequential):
         hidden_features: hidden layer size.
         out_features: embedding size ``D`` (the queue's key dimension).
         act: activation, a name or ``(name, kwargs)`` for :func:`monai.networks.layers.utils.get_act_layer`.
+        norm: optional normalisation after the hidden Linear, a name or ``(name, kwargs)`` for
+            :func:`monai.networks.layers.utils.get_norm_layer` (1D), e.g. ``"batch"``: the head of SimCLR and
+            MoCo v3. None (the default) is MoCo v2's and S2MTS2's head.
+        out_norm: optional normalisation of the output, e.g. ``("batch", {"affine": False})`` as in MoCo v3's
+            projector. It centres the embeddings over the batch before they are L2-normalised, removing the
+            direction all images share. Without it a MoCo queue can be "solved" by moving that shared direction
+            (the queue's older keys then look unlike every current query) instead of telling images apart. On the
+            chest phantoms, whose images share one anatomy, S2MTS2's head without it collapses
+            (benchmarks/README.md, "S2MTS2").
     """
 
     def __init__(
@@ -42,16 +51,16 @@ class ProjectionHead(nn.Sequential):
         hidden_features: int = 1024,
         out_features: int = 128,
         act: str | tuple = "relu",
+        norm: str | tuple | None = None,
+        out_norm: str | tuple | None = None,
     ) -> None:
-        super().__init__(
-            OrderedDict(
-                [
-                    ("fc1", nn.Linear(in_features, hidden_features)),
-                    ("act", get_act_layer(act)),
-                    ("fc2", nn.Linear(hidden_features, out_features)),
-                ]
-            )
-        )
+        layers: list[tuple[str, nn.Module]] = [("fc1", nn.Linear(in_features, hidden_features, bias=norm is None))]
+        if norm is not None:
+            layers.append(("norm", get_norm_layer(norm, spatial_dims=1, channels=hidden_features)))
+        layers += [("act", get_act_layer(act)), ("fc2", nn.Linear(hidden_features, out_features, bias=out_norm is None))]
+        if out_norm is not None:
+            layers.append(("out_norm", get_norm_layer(out_norm, spatial_dims=1, channels=out_features)))
+        super().__init__(OrderedDict(layers))
 
 
 def densenet_features(densenet: DenseNet) -> nn.Sequential:

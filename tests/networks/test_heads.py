@@ -87,3 +87,28 @@ def test_backbone_state_loads_into_a_fresh_classifier(tmp_path: Path) -> None:
 def test_backbone_state_needs_an_encoder() -> None:
     with pytest.raises(TypeError, match="EncoderWithHead"):
         backbone_state_dict_for_classifier(torch.nn.Linear(2, 2))
+
+
+def test_projection_head_with_batch_norms_matches_a_naive_reference() -> None:
+    """MoCo v3's projector: Linear -> BN -> act -> Linear -> BN without affine, checked against the formula."""
+    torch.manual_seed(0)
+    head = ProjectionHead(6, 5, 3, norm="batch", out_norm=("batch", {"affine": False})).train()
+    assert list(dict(head.named_children())) == ["fc1", "norm", "act", "fc2", "out_norm"]
+    assert head.fc1.bias is None and head.fc2.bias is None  # a bias before a BatchNorm is redundant
+    assert head.out_norm.weight is None  # affine=False: the output is centred and scaled only
+    with torch.no_grad():
+        head.norm.weight.uniform_(0.5, 1.5)
+        head.norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(8, 6)
+
+    def bn(h: torch.Tensor) -> torch.Tensor:
+        return (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5)
+
+    h = torch.relu(bn(x @ head.fc1.weight.T) * head.norm.weight + head.norm.bias)
+    expected = bn(h @ head.fc2.weight.T)
+    out = head(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.mean(0), torch.zeros(3), atol=1e-5, rtol=0)  # no direction shared by the batch
+    # the default stays MoCo v2 / S2MTS2's head, with biases and no normalisation
+    plain = ProjectionHead(6, 5, 3)
+    assert list(dict(plain.named_children())) == ["fc1", "act", "fc2"] and plain.fc1.bias is not None
