@@ -404,10 +404,20 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
 
 
 def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _figure(summary, metrics)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _figure(summary: list[dict[str, Any]], metrics: list[str]) -> Any:
+    """Metric vs label fraction (log axis), one line with seed-std error bars per method, for up to 4 metrics."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     shown = metrics[:4]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.6), squeeze=False)
@@ -417,10 +427,13 @@ def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None
             xs, ys, es = zip(*pts)
             ax.errorbar([100 * x for x in xs], ys, yerr=es, marker="o", capsize=3, label=method)
         ax.set_xscale("log")
+        # ticks at the fractions run, written plainly (a log axis otherwise labels 5 and 10 as 5x10^0 and 10^1)
+        ticks = sorted({100 * s["fraction"] for s in summary})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("labelled share of training (%)")
         ax.set_title(metric.removeprefix("test_"))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -46,6 +46,19 @@ def test_write_reports(tmp_path: Path) -> None:
     assert paths["plot"].stat().st_size > 1000
 
 
+def test_plot_labels_the_fractions_run_plainly() -> None:
+    import matplotlib.pyplot as plt
+
+    from s4mi.benchmark.runner import _figure
+
+    fig = _figure(summarise(_rows()), ["test_val_mean_auc"])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "100"]
+    assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))
+    plt.close(fig)
+
+
 def test_grid_skips_semi_supervised_at_full_labels_and_runs_jobs_in_parallel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
