@@ -65,7 +65,9 @@ def parse_method(method: str) -> tuple[str, dict[str, Any]]:
 
 
 def _dirname(method: str) -> str:
-    return method.replace(":", "__").replace("=", "-").replace(",", "_").replace("/", "_")
+    # no "#" in the name: MONAI's config parser rewrites "#" to "::" inside the output_dir string it is given, so
+    # a variant such as ``unsup_weight#_target_=...`` would train in one folder and be looked for in another
+    return method.replace(":", "__").replace("=", "-").replace(",", "_").replace("/", "_").replace("#", ".")
 
 
 @dataclass
@@ -306,6 +308,8 @@ def run_grid(
         jobs: runs at a time (each a child process; give ``threads`` so that jobs x threads fits the cores).
     """
     out = Path(out_dir)
+    if "#" in str(out):
+        raise ValueError(f"benchmark output folder {str(out)!r} contains '#', which MONAI bundle configs rewrite to '::'")
     out.mkdir(parents=True, exist_ok=True)
     task_args, n_train = task_arguments(task, phantom_n)
     if equal_steps:

@@ -132,6 +132,20 @@ def test_method_variants() -> None:
         parse_method("b:num_key_views")
 
 
+def test_no_hash_in_run_folders(tmp_path: Path) -> None:
+    """MONAI's config parser rewrites "#" to "::" inside the output_dir it is given: a run folder with "#" in its
+    name would train in one folder and be looked for in another."""
+    from monai.bundle import ConfigParser
+
+    from s4mi.benchmark import run_grid
+
+    assert ConfigParser({"output_dir": "r/a#b"}).get_parsed_content("output_dir") == "r/a::b"
+    spec = RunSpec("m:unsup_weight#_target_=LinearRamp,train#aug#3#prob=0", 0.1, 0)
+    assert "#" not in spec.name and spec.name.startswith("m__unsup_weight._target_-LinearRamp_train.aug.3.prob-0/")
+    with pytest.raises(ValueError, match="'#'"):
+        run_grid("cxr", ["m"], [0.1], [0], tmp_path / "a#b")
+
+
 @pytest.mark.slow
 def test_pretraining_runs_once_per_seed_and_serves_every_fraction(tmp_path: Path) -> None:
     """A two-stage bundle in the grid: one pretraining (shared by both fractions, run two at a time), two fine-tunes."""
