@@ -309,7 +309,9 @@ def run_grid(
     """
     out = Path(out_dir)
     if "#" in str(out):
-        raise ValueError(f"benchmark output folder {str(out)!r} contains '#', which MONAI bundle configs rewrite to '::'")
+        raise ValueError(
+            f"benchmark output folder {str(out)!r} contains '#', which MONAI bundle configs rewrite to '::'"
+        )
     out.mkdir(parents=True, exist_ok=True)
     task_args, n_train = task_arguments(task, phantom_n)
     if equal_steps:

@@ -57,7 +57,10 @@ class ProjectionHead(nn.Sequential):
         layers: list[tuple[str, nn.Module]] = [("fc1", nn.Linear(in_features, hidden_features, bias=norm is None))]
         if norm is not None:
             layers.append(("norm", get_norm_layer(norm, spatial_dims=1, channels=hidden_features)))
-        layers += [("act", get_act_layer(act)), ("fc2", nn.Linear(hidden_features, out_features, bias=out_norm is None))]
+        layers += [
+            ("act", get_act_layer(act)),
+            ("fc2", nn.Linear(hidden_features, out_features, bias=out_norm is None)),
+        ]
         if out_norm is not None:
             layers.append(("out_norm", get_norm_layer(out_norm, spatial_dims=1, channels=out_features)))
         super().__init__(OrderedDict(layers))
