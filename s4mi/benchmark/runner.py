@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -413,7 +414,7 @@ def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None
     import matplotlib.pyplot as plt
 
     fig = _figure(summary, metrics)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" takes in the legend under the panels
     plt.close(fig)
 
 
@@ -440,6 +441,21 @@ def _figure(summary: list[dict[str, Any]], metrics: list[str]) -> Any:
         ax.set_xlabel("labelled share of training (%)")
         ax.set_title(metric.removeprefix("test_"))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    # below the axes, one method per entry with its settings wrapped at the commas: a variant such as
+    # "bundle:key=value,..." is far wider than a panel and would cover the curves
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    wrapped = [_wrap_label(label) for label in labels]
     fig.tight_layout()
+    fig.legend(handles, wrapped, loc="upper left", bbox_to_anchor=(0.0, 0.0), fontsize=7, frameon=False)
     return fig
+
+
+def _wrap_label(label: str, width: int = 70) -> str:
+    """Break a method name after ``:`` and ``,`` so that no line is wider than ``width`` characters when it can."""
+    pieces = [p for p in re.split(r"(?<=[:,])", label) if p]
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from monai.transforms import Randomizable
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
-__all__ = ["ResumableLoader", "SemiSupervisedLoader", "epoch_sampler"]
+__all__ = ["ResumableLoader", "SemiSupervisedLoader", "epoch_sampler", "full_batch_sampler"]
 
 
 def epoch_sampler(dataset: Sized, samples_per_epoch: int | None = None, seed: int = 0) -> RandomSampler | None:
@@ -38,6 +38,36 @@ def epoch_sampler(dataset: Sized, samples_per_epoch: int | None = None, seed: in
         raise ValueError("epoch_sampler: the training dataset is empty (no labelled items)")
     generator = torch.Generator().manual_seed(seed)
     return RandomSampler(dataset, replacement=True, num_samples=int(samples_per_epoch), generator=generator)  # type: ignore[arg-type]
+
+
+def full_batch_sampler(dataset: Sized, batch_size: int, seed: int = 0) -> RandomSampler:
+    """A shuffling sampler whose passes fill every batch: ``ceil(n / batch_size) * batch_size`` items per pass.
+
+    A semi-supervised trainer cycles its small labelled set. With a plain shuffle, a labelled set that is not a
+    multiple of the batch size ends every pass with a short batch (225 labels in batches of 32 leave one image):
+    that step's supervised loss is a mean over a few images yet weighs as much as a full batch's, and batch norm
+    normalises it with their statistics alone. Passes are drawn without replacement, so each pass holds every item
+    at least once; the remainder is the start of a fresh permutation (PyTorch's
+    :class:`~torch.utils.data.RandomSampler` with ``num_samples`` beyond the dataset). A set smaller than one
+    batch is repeated to fill it. Bundles pass it as the labelled DataLoader's ``sampler``; the
+    :class:`ResumableLoader` reseeds its generator for every pass.
+
+    Args:
+        dataset: the labelled dataset.
+        batch_size: the labelled batch size.
+        seed: seed of the sampler's own generator.
+
+    Raises:
+        ValueError: for an empty dataset or a batch size below 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"full_batch_sampler: batch_size must be at least 1, got {batch_size}")
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("full_batch_sampler: the labelled dataset is empty (no labelled items in the datalist?)")
+    num_samples = -(-n // batch_size) * batch_size
+    generator = torch.Generator().manual_seed(seed)
+    return RandomSampler(dataset, replacement=False, num_samples=num_samples, generator=generator)  # type: ignore[arg-type]
 
 
 class _SeededItems(Dataset):

@@ -59,6 +59,24 @@ def test_plot_labels_the_fractions_run_plainly() -> None:
     plt.close(fig)
 
 
+def test_plot_legend_wraps_long_variants_and_sits_below_the_panels() -> None:
+    import matplotlib.pyplot as plt
+
+    from s4mi.benchmark.runner import _figure
+
+    long_name = "mean_teacher_cxr_classification:" + ",".join(f"train#strong_augmentation#{i}#prob=0" for i in range(4))
+    rows = [{**r, "method": long_name} for r in _rows()] + _rows()
+    fig = _figure(summarise(rows), ["test_val_mean_auc"])
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert sorted(t.replace("\n", "") for t in texts) == sorted([long_name, "m"])
+    assert max(len(line) for t in texts for line in t.split("\n")) <= 70
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 <= fig.axes[0].get_tightbbox(renderer).y0 + 1
+    plt.close(fig)
+
+
 def test_grid_skips_semi_supervised_at_full_labels_and_runs_jobs_in_parallel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

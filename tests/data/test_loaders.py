@@ -18,3 +18,33 @@ def test_epoch_sampler_errors() -> None:
         epoch_sampler([], 10)
     with pytest.raises(ValueError, match="positive"):
         epoch_sampler([1], -1)
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(225, 32), (64, 32), (10, 32), (1, 4)])
+def test_full_batch_sampler_fills_every_batch_and_covers_the_set(n: int, batch_size: int) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from s4mi.data.loaders import ResumableLoader, full_batch_sampler
+
+    data = list(range(n))
+    loader = ResumableLoader(
+        DataLoader(data, batch_size=batch_size, sampler=full_batch_sampler(data, batch_size, seed=1)), seed=1
+    )
+    passes = [[int(i) for b in loader for i in b] for _ in range(3)]
+    for items in passes:
+        assert len(items) == -(-n // batch_size) * batch_size  # only full batches
+        assert set(items) == set(data)  # every labelled item at least once per pass
+        counts = torch.bincount(torch.tensor(items), minlength=n)
+        assert int(counts.max() - counts.min()) <= 1  # without replacement: no item drawn twice before all once
+    assert n == 1 or passes[0] != passes[1]  # reshuffled each pass
+    assert all(len(b) == batch_size for b in loader)
+
+
+def test_full_batch_sampler_errors() -> None:
+    from s4mi.data.loaders import full_batch_sampler
+
+    with pytest.raises(ValueError, match="empty"):
+        full_batch_sampler([], 8)
+    with pytest.raises(ValueError, match="batch_size"):
+        full_batch_sampler([1], 0)
