@@ -273,3 +273,21 @@ def test_ckpt_export(trained: tuple[str, Path, str]) -> None:
     meta = json.loads((_configs(name) / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
     y = net(torch.rand(1, meta["num_channels"], *meta["spatial_shape"]))
     assert y.shape[1] == json.loads((_configs(name) / "train.json").read_text())["num_classes"]
+
+
+SEMI = [n for n in NAMES if "unlabeled_dataloader" in json.loads((_configs(n) / "train.json").read_text())["train"]]
+
+
+@pytest.mark.parametrize("name", SEMI)
+def test_labelled_stream_draws_whole_batches(name: str) -> None:
+    """The cycled labelled set must not end a pass with a short batch (see ``full_batch_sampler``)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(_configs(name) / "train.json"))
+    batch_size = int(parser.get_parsed_content("batch_size"))
+    n = 3 * batch_size + 1  # a plain shuffle would end each pass with a batch of one
+    parser["train#dataset"] = list(range(n))
+    loader = parser.get_parsed_content("train#dataloader")
+    sizes = [len(batch) for batch in loader]
+    assert sizes == [batch_size] * 4, f"{name}: labelled batch sizes {sizes}"
