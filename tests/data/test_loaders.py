@@ -33,7 +33,7 @@ def test_full_batch_sampler_fills_every_batch_and_covers_the_set(n: int, batch_s
     )
     passes = [[int(i) for b in loader for i in b] for _ in range(3)]
     for items in passes:
-        assert len(items) == -(-n // batch_size) * batch_size  # only full batches
+        assert len(items) == -(-n // batch_size) * batch_size  # a whole number of batches per pass
         assert set(items) == set(data)  # every labelled item at least once per pass
         counts = torch.bincount(torch.tensor(items), minlength=n)
         assert int(counts.max() - counts.min()) <= 1  # without replacement: no item drawn twice before all once
