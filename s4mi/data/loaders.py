@@ -10,9 +10,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from monai.transforms import Randomizable
-from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler
 
-__all__ = ["ResumableLoader", "SemiSupervisedLoader", "epoch_sampler", "full_batch_sampler"]
+__all__ = [
+    "DistributedFullBatchSampler",
+    "ResumableLoader",
+    "SemiSupervisedLoader",
+    "epoch_sampler",
+    "full_batch_sampler",
+]
 
 
 def epoch_sampler(dataset: Sized, samples_per_epoch: int | None = None, seed: int = 0) -> RandomSampler | None:
@@ -40,7 +46,13 @@ def epoch_sampler(dataset: Sized, samples_per_epoch: int | None = None, seed: in
     return RandomSampler(dataset, replacement=True, num_samples=int(samples_per_epoch), generator=generator)  # type: ignore[arg-type]
 
 
-def full_batch_sampler(dataset: Sized, batch_size: int, seed: int = 0) -> RandomSampler:
+def full_batch_sampler(
+    dataset: Sized,
+    batch_size: int,
+    seed: int = 0,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+) -> RandomSampler | DistributedFullBatchSampler:
     """A shuffling sampler whose passes fill every batch: ``ceil(n / batch_size) * batch_size`` items per pass.
 
     A semi-supervised trainer cycles its small labelled set. With a plain shuffle, a labelled set that is not a
@@ -52,22 +64,77 @@ def full_batch_sampler(dataset: Sized, batch_size: int, seed: int = 0) -> Random
     batch is repeated to fill it. Bundles pass it as the labelled DataLoader's ``sampler``; the
     :class:`ResumableLoader` reseeds its generator for every pass.
 
+    Under ``torch.distributed`` with more than one process (or with ``num_replicas`` above 1) it returns a
+    :class:`DistributedFullBatchSampler`, which gives every rank whole batches of one shared pass. A
+    :class:`~torch.utils.data.distributed.DistributedSampler` only pads the set to a multiple of the world size,
+    so each rank would still end its pass with a short batch.
+
     Args:
         dataset: the labelled dataset.
-        batch_size: the labelled batch size.
+        batch_size: the labelled batch size (per process).
         seed: seed of the sampler's own generator.
+        num_replicas: number of processes; the default process group's world size when None (1 without one).
+        rank: this process's rank; the default process group's rank when None (0 without one).
 
     Raises:
-        ValueError: for an empty dataset or a batch size below 1.
+        ValueError: for an empty dataset, a batch size below 1, or a rank outside ``[0, num_replicas)``.
     """
     if batch_size < 1:
         raise ValueError(f"full_batch_sampler: batch_size must be at least 1, got {batch_size}")
     n = len(dataset)
     if n == 0:
         raise ValueError("full_batch_sampler: the labelled dataset is empty (no labelled items in the datalist?)")
+    initialized = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if initialized else 1
+    if rank is None:
+        rank = dist.get_rank() if initialized else 0
+    if num_replicas > 1 or rank != 0:
+        return DistributedFullBatchSampler(n, batch_size, seed, num_replicas, rank)
     num_samples = -(-n // batch_size) * batch_size
     generator = torch.Generator().manual_seed(seed)
     return RandomSampler(dataset, replacement=False, num_samples=num_samples, generator=generator)  # type: ignore[arg-type]
+
+
+class DistributedFullBatchSampler(Sampler[int]):
+    """One rank's share of a pass in which every rank draws whole batches (see :func:`full_batch_sampler`).
+
+    All ranks draw the same pass, fixed by ``(seed, epoch)``: concatenated permutations of the ``n`` items cut to
+    ``num_replicas * ceil(n / (batch_size * num_replicas)) * batch_size`` indices, so the pass holds every item at
+    least once; rank ``r`` takes indices ``r, r + num_replicas, ...``. Call :meth:`set_epoch` before each pass (the
+    :class:`ResumableLoader` does), as with PyTorch's ``DistributedSampler``.
+
+    Args:
+        n: number of items in the labelled dataset.
+        batch_size: the per-process batch size.
+        seed: seed shared by all ranks.
+        num_replicas: number of processes.
+        rank: this process's rank.
+
+    Raises:
+        ValueError: for ``n`` or ``batch_size`` below 1, or a rank outside ``[0, num_replicas)``.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, num_replicas: int, rank: int) -> None:
+        if n < 1 or batch_size < 1:
+            raise ValueError(f"DistributedFullBatchSampler: n and batch_size must be at least 1, got {n}, {batch_size}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"DistributedFullBatchSampler: rank {rank} is outside [0, num_replicas={num_replicas})")
+        self.n, self.seed, self.num_replicas, self.rank = n, int(seed), num_replicas, rank
+        self.num_samples = -(-n // (batch_size * num_replicas)) * batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        total = self.num_samples * self.num_replicas
+        order = torch.cat([torch.randperm(self.n, generator=generator) for _ in range(-(-total // self.n))])
+        return iter(order[:total][self.rank :: self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class _SeededItems(Dataset):

@@ -291,3 +291,25 @@ def test_labelled_stream_draws_whole_batches(name: str) -> None:
     loader = parser.get_parsed_content("train#dataloader")
     sizes = [len(batch) for batch in loader]
     assert sizes == [batch_size] * 4, f"{name}: labelled batch sizes {sizes}"
+
+
+@pytest.mark.parametrize("name", SEMI)
+def test_labelled_stream_draws_whole_batches_under_torchrun(name: str) -> None:
+    """With the multi-GPU overlay each of 2 ranks also draws whole labelled batches (a ``DistributedSampler`` did
+    not: it pads only to the world size)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(_configs(name) / "train.json"), str(_configs(name) / "multi_gpu_train.json")])
+    batch_size = int(parser.get_parsed_content("batch_size"))
+    n = 6 * batch_size + 2  # DistributedSampler: 3 * batch_size + 1 per rank, a batch of one at the end
+    parser["train#dataset"] = list(range(n))
+    seen: list[int] = []
+    for rank in (0, 1):
+        parser["train#labeled_sampler#num_replicas"] = 2  # what dist.get_world_size() gives under torchrun
+        parser["train#labeled_sampler#rank"] = rank
+        loader = parser.get_parsed_content("train#dataloader", lazy=False)
+        batches = [[int(i) for i in batch] for batch in loader]
+        assert [len(b) for b in batches] == [batch_size] * 4, f"{name} rank {rank}: labelled batch sizes"
+        seen += [i for b in batches for i in b]
+    assert set(seen) == set(range(n)), f"{name}: the two ranks together miss labelled items"

@@ -1,4 +1,4 @@
-"""Two-stage bundles pretrain under torchrun (2 gloo processes on CPU) with their multi-GPU overlay."""
+"""Bundles train under torchrun (2 gloo processes on CPU) with their multi-GPU overlays."""
 
 from __future__ import annotations
 
@@ -13,6 +13,21 @@ import torch
 
 from tests.bundles.test_bundles import _bundle_cmd
 from tests.conftest import free_port
+
+
+def _torchrun(bundle: list[str], cwd: Path) -> None:
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    cmd = torchrun + bundle[1:]  # "python -m monai.bundle run ..." under torchrun: "-m monai.bundle run ..."
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
 @pytest.mark.slow
@@ -36,18 +51,7 @@ def test_s2mts2_pretraining_under_torchrun(tmp_path: Path) -> None:
         "--progress_bar",
         "false",
     )
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
-    cmd = torchrun + bundle[1:]  # "python -m monai.bundle run ..." under torchrun: "-m monai.bundle run ..."
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    _torchrun(bundle, tmp_path)
     rows = [json.loads(x) for x in (out / "pretrain_metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2], "rank 0 alone logs, once per epoch"
     assert torch.load(out / "models" / "pretrained.pt", weights_only=True)
@@ -57,3 +61,36 @@ def test_s2mts2_pretraining_under_torchrun(tmp_path: Path) -> None:
     # 28 training images, 2 ranks x batch 4 -> 3 iterations per epoch, 8 keys enqueued per iteration (both ranks')
     iterations = state["trainer"]["iteration"]
     assert iterations == 6 and int(state["queue"]["ptr"]) == (8 * iterations) % 64
+
+
+@pytest.mark.slow
+def test_mean_teacher_training_under_torchrun(tmp_path: Path) -> None:
+    """The engine's bundle with its overlay: DDP student, per-rank labelled and unlabelled samplers, rank-0 logging."""
+    out = tmp_path / "out"
+    bundle = _bundle_cmd(
+        "mean_teacher_cxr_classification",
+        ["train.json", "multi_gpu_train.json"],
+        "--phantom_n",
+        "60",
+        "--max_epochs",
+        "2",
+        "--batch_size",
+        "4",
+        "--unlabeled_batch_size",
+        "4",
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--progress_bar",
+        "false",
+    )
+    _torchrun(bundle, tmp_path)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2], "rank 0 alone logs, once per epoch"
+    assert torch.load(out / "models" / "model.pt", weights_only=True)
+    ckpt = sorted((out / "resume").glob("*.pt"))
+    assert len(ckpt) == 1
+    n_unlabeled = json.loads((out / "split.json").read_text())["split"]["n_unlabeled"]
+    # an epoch is one pass over each rank's half of the unlabelled set, in whole batches of 4
+    assert torch.load(ckpt[0], weights_only=True)["trainer"]["iteration"] == 2 * (-(-n_unlabeled // 2) // 4)

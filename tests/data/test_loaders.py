@@ -48,3 +48,42 @@ def test_full_batch_sampler_errors() -> None:
         full_batch_sampler([], 8)
     with pytest.raises(ValueError, match="batch_size"):
         full_batch_sampler([1], 0)
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "world"), [(225, 32, 2), (225, 32, 3), (64, 32, 2), (10, 32, 2), (1, 4, 3)]
+)
+def test_full_batch_sampler_gives_every_rank_whole_batches(n: int, batch_size: int, world: int) -> None:
+    """Under torchrun each rank gets whole batches, and the ranks together cover the set in every pass."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from s4mi.data.loaders import DistributedFullBatchSampler, ResumableLoader, full_batch_sampler
+
+    data = list(range(n))
+    loaders = []
+    for rank in range(world):
+        sampler = full_batch_sampler(data, batch_size, seed=3, num_replicas=world, rank=rank)
+        assert isinstance(sampler, DistributedFullBatchSampler)
+        loaders.append(ResumableLoader(DataLoader(data, batch_size=batch_size, sampler=sampler), seed=3))
+    passes = []
+    for _ in range(3):
+        per_rank = [[[int(i) for i in b] for b in loader] for loader in loaders]
+        sizes = {len(b) for batches in per_rank for b in batches}
+        assert sizes == {batch_size}, f"batch sizes {sizes}"
+        assert len({len(batches) for batches in per_rank}) == 1  # every rank takes the same number of steps
+        items = [i for batches in per_rank for b in batches for i in b]
+        assert set(items) == set(data)  # every labelled item at least once per pass, on some rank
+        counts = torch.bincount(torch.tensor(items), minlength=n)
+        assert int(counts.max() - counts.min()) <= 1  # no item twice before all once
+        passes.append(items)
+    assert n == 1 or passes[0] != passes[1]  # reshuffled each pass (set_epoch)
+
+
+def test_full_batch_sampler_distributed_errors() -> None:
+    from s4mi.data.loaders import full_batch_sampler
+
+    with pytest.raises(ValueError, match="rank 2"):
+        full_batch_sampler([1, 2], 1, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="rank -1"):
+        full_batch_sampler([1, 2], 1, num_replicas=2, rank=-1)
