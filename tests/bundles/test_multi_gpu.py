@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.bundles.test_bundles import _bundle_cmd
+from tests.bundles.test_bundles import _bundle_cmd, _train_args
 from tests.conftest import free_port
 
 
@@ -70,20 +70,9 @@ def test_mean_teacher_training_under_torchrun(tmp_path: Path) -> None:
     bundle = _bundle_cmd(
         "mean_teacher_cxr_classification",
         ["train.json", "multi_gpu_train.json"],
-        "--phantom_n",
-        "60",
-        "--max_epochs",
-        "2",
-        "--batch_size",
-        "4",
+        *_train_args(out, epochs=2),
         "--unlabeled_batch_size",
-        "4",
-        "--output_dir",
-        str(out),
-        "--ckpt_dir",
-        str(out / "models"),
-        "--progress_bar",
-        "false",
+        "8",
     )
     _torchrun(bundle, tmp_path)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -92,5 +81,5 @@ def test_mean_teacher_training_under_torchrun(tmp_path: Path) -> None:
     ckpt = sorted((out / "resume").glob("*.pt"))
     assert len(ckpt) == 1
     n_unlabeled = json.loads((out / "split.json").read_text())["split"]["n_unlabeled"]
-    # an epoch is one pass over each rank's half of the unlabelled set, in whole batches of 4
-    assert torch.load(ckpt[0], weights_only=True)["trainer"]["iteration"] == 2 * (-(-n_unlabeled // 2) // 4)
+    # an epoch is one pass over each rank's half of the unlabelled set, in whole batches of 8
+    assert torch.load(ckpt[0], weights_only=True)["trainer"]["iteration"] == 2 * (-(-n_unlabeled // 2) // 8)
