@@ -8,6 +8,7 @@ whose ``result.json`` exists is skipped, so a stopped benchmark resumes where it
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -65,10 +66,22 @@ def parse_method(method: str) -> tuple[str, dict[str, Any]]:
     return bundle, parse_overrides([p for p in spec.split(",") if p], what=f"method {method!r}")
 
 
+#: longest run folder name kept as is; file systems refuse names over 255 bytes
+_MAX_DIRNAME = 200
+
+
 def _dirname(method: str) -> str:
-    # no "#" in the name: MONAI's config parser rewrites "#" to "::" inside the output_dir string it is given, so
-    # a variant such as ``unsup_weight#_target_=...`` would train in one folder and be looked for in another
-    return method.replace(":", "__").replace("=", "-").replace(",", "_").replace("/", "_").replace("#", ".")
+    """The run folder of a method: readable, and unique to it.
+
+    No "#" in the name: MONAI's config parser rewrites "#" to "::" inside the output_dir string it is given, so a
+    variant such as ``unsup_weight#_target_=...`` would train in one folder and be looked for in another. A name
+    over ``_MAX_DIRNAME`` characters (a variant with many settings) is cut and ends with a hash of the whole method,
+    so that it stays unique and the file system accepts it; ``result.json`` keeps the full method.
+    """
+    name = method.replace(":", "__").replace("=", "-").replace(",", "_").replace("/", "_").replace("#", ".")
+    if len(name) > _MAX_DIRNAME:
+        name = f"{name[: _MAX_DIRNAME - 13]}~{hashlib.sha1(method.encode()).hexdigest()[:12]}"
+    return name
 
 
 @dataclass

@@ -164,6 +164,23 @@ def test_no_hash_in_run_folders(tmp_path: Path) -> None:
         run_grid("cxr", ["m"], [0.1], [0], tmp_path / "a#b")
 
 
+def test_long_variant_names_make_short_unique_folders(tmp_path: Path) -> None:
+    """A variant with many settings must still make a folder the file system accepts (names up to 255 bytes)."""
+    settings = "consistency_rampup_epochs=15,epoch_length=22,train#strong_augmentation#2#prob=0,train#strong_augmentation#3#prob=0"
+    settings += ",train#trainer#teacher_train_mode=true,train#trainer#joint_forward=false"
+    long_a = f"mean_teacher_cxr_classification:unsup_weight#_target_=s4mi.handlers.ramps.LinearRamp,{settings}"
+    long_b = long_a.replace("joint_forward=false", "joint_forward=true")
+    assert len(long_a) > 255, "longer than a file system allows, as written plainly"
+    a, b = (RunSpec(m, 0.1, 0).name.split("/")[0] for m in (long_a, long_b))
+    assert len(a) <= 200 and len(b) <= 200
+    assert a != b, "two variants that differ only past the cut keep different folders"
+    assert a.startswith("mean_teacher_cxr_classification__unsup_weight._target_-s4mi.handlers.ramps.LinearRamp_")
+    assert a == RunSpec(long_a, 0.5, 1).name.split("/")[0], "the same variant always gets the same folder"
+    (tmp_path / a).mkdir()  # accepted by the file system
+    short = "b:num_key_views=1"
+    assert RunSpec(short, 0.1, 0).name.split("/")[0] == "b__num_key_views-1", "short names are unchanged"
+
+
 @pytest.mark.slow
 def test_pretraining_runs_once_per_seed_and_serves_every_fraction(tmp_path: Path) -> None:
     """A two-stage bundle in the grid: one pretraining (shared by both fractions, run two at a time), two fine-tunes."""
