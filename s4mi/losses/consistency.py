@@ -39,15 +39,40 @@ def softmax_mse_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, activation:
 
 
 class ConsistencyMSELoss(torch.nn.Module):
-    """Module form of :func:`softmax_mse_loss`, for bundle configs."""
+    """Module form of :func:`softmax_mse_loss`, for bundle configs, with an optional confidence mask.
 
-    def __init__(self, activation: str = "softmax") -> None:
+    With ``threshold``, only the teacher's confident outputs count: per element for ``sigmoid`` (each finding of
+    each image: ``max(q, 1 - q) >= threshold``), per image or voxel for ``softmax`` (top class probability
+    ``>= threshold``). Masked terms contribute 0 and the mean still runs over every element, as FixMatch averages
+    its masked loss over the whole batch, so the weight of the term means the same with and without a mask.
+    Mean Teacher has no mask; it is an option for targets the teacher is unsure of.
+
+    Args:
+        activation: ``softmax`` or ``sigmoid``.
+        threshold: optional confidence threshold in ``[0.5, 1]`` for sigmoid, ``[0, 1]`` for softmax.
+    """
+
+    def __init__(self, activation: str = "softmax", threshold: float | None = None) -> None:
         super().__init__()
         probabilities(torch.zeros(1, 1), activation)  # validate early
-        self.activation = activation
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        self.activation, self.threshold = activation, threshold
 
     def forward(self, logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
-        return softmax_mse_loss(logits_s, logits_t, self.activation)
+        if self.threshold is None:
+            return softmax_mse_loss(logits_s, logits_t, self.activation)
+        if logits_s.shape != logits_t.shape:
+            raise ValueError(
+                f"student and teacher logits differ in shape: {tuple(logits_s.shape)} vs {tuple(logits_t.shape)}"
+            )
+        p_s = probabilities(logits_s.float(), self.activation)
+        p_t = probabilities(logits_t.detach().float(), self.activation)
+        if self.activation == "sigmoid":
+            mask = torch.maximum(p_t, 1.0 - p_t) >= self.threshold
+        else:
+            mask = p_t.amax(dim=1, keepdim=True) >= self.threshold
+        return ((p_s - p_t) ** 2 * mask).mean()
 
 
 def pseudo_label_targets(
