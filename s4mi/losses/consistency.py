@@ -17,6 +17,13 @@ def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
     raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
 
 
+def _check_shapes(logits_s: torch.Tensor, logits_t: torch.Tensor) -> None:
+    if logits_s.shape != logits_t.shape:
+        raise ValueError(
+            f"student and teacher logits differ in shape: {tuple(logits_s.shape)} vs {tuple(logits_t.shape)}"
+        )
+
+
 def softmax_mse_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
     """Mean squared error between student and teacher probabilities (Tarvainen & Valpola 2017, eq. 1).
 
@@ -31,10 +38,7 @@ def softmax_mse_loss(logits_s: torch.Tensor, logits_t: torch.Tensor, activation:
     Returns:
         scalar loss.
     """
-    if logits_s.shape != logits_t.shape:
-        raise ValueError(
-            f"student and teacher logits differ in shape: {tuple(logits_s.shape)} vs {tuple(logits_t.shape)}"
-        )
+    _check_shapes(logits_s, logits_t)
     return F.mse_loss(probabilities(logits_s, activation), probabilities(logits_t.detach(), activation))
 
 
@@ -62,10 +66,7 @@ class ConsistencyMSELoss(torch.nn.Module):
     def forward(self, logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
         if self.threshold is None:
             return softmax_mse_loss(logits_s, logits_t, self.activation)
-        if logits_s.shape != logits_t.shape:
-            raise ValueError(
-                f"student and teacher logits differ in shape: {tuple(logits_s.shape)} vs {tuple(logits_t.shape)}"
-            )
+        _check_shapes(logits_s, logits_t)
         p_s = probabilities(logits_s.float(), self.activation)
         p_t = probabilities(logits_t.detach().float(), self.activation)
         if self.activation == "sigmoid":
