@@ -160,6 +160,28 @@ def _cmd_run(a: argparse.Namespace, extra: Sequence[str]) -> None:
             raise SystemExit(f"s4mi run: stage {stage} of {a.bundle} failed (exit {code})")
 
 
+def _cmd_bundles_build(a: argparse.Namespace) -> None:
+    from s4mi.bundle import _REPO_BUNDLES
+    from s4mi.bundle.build import build, check
+
+    root = Path(a.bundles_dir) if a.bundles_dir else _REPO_BUNDLES
+    if a.check:
+        problems = check(root, a.names or None)
+        if problems:
+            print("\n\n".join(problems))
+            raise SystemExit(
+                f"s4mi bundles build --check: {len(problems)} file(s) differ from their parts; "
+                "run `s4mi bundles build` (and edit the parts under bundles/_parts, not the generated configs)"
+            )
+        print(f"s4mi bundles build --check: every bundle under {root} matches its parts")
+        return
+    changed = build(root, a.names or None)
+    for name, files in changed.items():
+        print(f"wrote {name}: {', '.join(files)}")
+    if not changed:
+        print(f"s4mi bundles build: every bundle under {root} was up to date")
+
+
 def _cmd_demo(a: argparse.Namespace) -> None:
     from s4mi.demo import run_demo
 
@@ -234,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("bundle", help="bundle name (under bundles/) or path")
     rn.add_argument("--stages", nargs="+", default=None, help="stage configs to run (default: pretrain train)")
     rn.set_defaults(func=_cmd_run, takes_extra=True)
+
+    bd = sub.add_parser("bundles", help="bundle folders built from shared parts (bundles/_parts)")
+    bsub = bd.add_subparsers(dest="bundles_command", required=True)
+    bb = bsub.add_parser(
+        "build",
+        help="write every bundle's configs from its parts",
+        description="Merges each bundle's parts (bundles/_parts/bundles/<name>.yaml lists them) into its configs/ "
+        "files. --check writes nothing and exits non-zero, naming bundle and file, when a committed config differs.",
+    )
+    bb.add_argument("names", nargs="*", help="bundles to build (default: every bundle with a spec)")
+    bb.add_argument("--check", action="store_true", help="only compare; exit 1 when a committed file differs")
+    bb.add_argument("--bundles-dir", default=None, help="folder holding the bundles and _parts (default: the repo's)")
+    bb.set_defaults(func=_cmd_bundles_build)
 
     dm = sub.add_parser("demo", help="train the supervised chest X-ray baseline on the phantom and report")
     dm.add_argument("--out", default="outputs/demo")

@@ -8,7 +8,7 @@ import torch
 
 __all__ = ["as_bool", "default_device", "locate_bundle_root"]
 
-_REPO_BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
+_REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
 
 def locate_bundle_root(name: str) -> str:
