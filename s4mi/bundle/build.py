@@ -12,10 +12,16 @@ composed from named entries, so the merge here is a small one of our own:
 
 * mappings merge key by key, later parts winning; other values (lists included) are replaced;
 * ``!keyed`` marks a list written as a mapping of named entries (handler lists): entries merge by name, a new
-  entry goes last or, with ``_before_: <name>``, before an existing one; the built file holds a plain list;
-* ``!delete`` removes a key (or a keyed entry) that an earlier part set;
+  entry goes last or, with ``_before_: <name>``, before an existing one (resolved when that entry is there,
+  which may be only once the file extends its template); the built file holds a plain list;
+* ``!delete`` removes a key (or a keyed entry) that an earlier part or the file's template set;
 * ``!replace`` on a mapping replaces the earlier mapping instead of merging into it;
-* the value ``<required>`` marks what a later part must give; a built config still holding it is an error.
+* the value ``<required>`` marks what a later part must give; a built config still holding it is an error;
+* a file named ``_<name>.json`` is a template, not written: a file that says ``_extends_: _<name>.json`` starts
+  from the template's fully merged content and its own values win. ``base`` makes ``_model.json`` (what
+  training and inference share: the data, the network, the device), ``_stage.json`` (one training stage:
+  loaders, trainer, validation, resume checkpoints) on top of it, and ``train.json``, ``inference.json`` and a
+  method's ``pretrain.json`` from those, so a task part writes its network and transforms once for every stage.
 
 Top-level keys of a built config are written as the model zoo writes them: ``imports``, the plain values (the
 hyperparameters a user overrides), the values derived by ``$``/``@`` expressions, the components, and last
@@ -56,6 +62,9 @@ class _Delete:
     def __repr__(self) -> str:
         return "!delete"
 
+    def __deepcopy__(self, memo: dict) -> _Delete:  # one sentinel, compared with `is`
+        return self
+
 
 DELETE = _Delete()
 
@@ -95,11 +104,7 @@ def load_part(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def merge(base: Any, over: Any, where: str = "") -> Any:
-    """``over`` merged into ``base`` (neither is changed), by the rules of the module docstring.
-
-    Raises:
-        KeyError: ``!delete`` of a key that is not there, or ``_before_`` naming a missing entry; names the path.
-    """
+    """``over`` merged into ``base`` (neither is changed), by the rules of the module docstring."""
     if isinstance(over, Replace) or not (isinstance(base, dict) and isinstance(over, dict)):
         return _plain_copy(over)
     out: dict[str, Any] = Keyed() if isinstance(base, Keyed) or isinstance(over, Keyed) else {}
@@ -107,16 +112,15 @@ def merge(base: Any, over: Any, where: str = "") -> Any:
     for key, value in over.items():
         path = f"{where}#{key}" if where else key
         if value is DELETE:
-            if key not in out:
-                raise KeyError(f"!delete of {path}: no earlier part sets it")
-            del out[key]
+            if key in out:
+                del out[key]
+            else:  # kept until the file extends its template; render() refuses one that removes nothing
+                out[key] = DELETE
         elif key in out:
             out[key] = merge(out[key], value, path)
-        elif isinstance(out, Keyed) and isinstance(value, dict) and "_before_" in value:
+        elif isinstance(out, Keyed) and isinstance(value, dict) and value.get("_before_") in out:
             value = dict(value)
             before = value.pop("_before_")
-            if before not in out:
-                raise KeyError(f"{path}: _before_ names {before!r}, which is not an entry of {where}")
             items = list(out.items())
             at = [k for k, _ in items].index(before)
             out.clear()
@@ -148,7 +152,10 @@ def render(config: dict[str, Any], where: str) -> dict[str, Any]:
             return [plain(v, f"{path}#{k}") for k, v in value.items()]
         if isinstance(value, dict):
             if "_before_" in value:
-                raise ValueError(f"{where}: _before_ at {path} only works on a new entry of a !keyed list")
+                raise ValueError(
+                    f"{where}: _before_: {value['_before_']} at {path}: no such entry (it works on a new entry of a "
+                    "!keyed list and names an entry of that list)"
+                )
             first = [k for k in _FIRST if k in value]  # `_target_` leads, as MONAI and the model zoo write it
             keys = first + [k for k in value if k not in first]
             return {k: plain(value[k], f"{path}#{k}" if path else k) for k in keys}
@@ -202,8 +209,11 @@ def build_bundle(parts_dir: str | os.PathLike, name: str) -> dict[str, str]:
         files = merge(files, load_part(path))
     files = merge(files, spec.own)
     out = {}
-    for fname, content in files.items():
+    for fname in files:
+        if fname.startswith("_"):
+            continue
         where = f"{name}/configs/{fname}"
+        content = _extended(files, fname, where)
         if fname.endswith(".json"):
             if not isinstance(content, dict):
                 raise ValueError(f"{where}: expected a mapping, got {type(content).__name__}")
@@ -213,6 +223,24 @@ def build_bundle(parts_dir: str | os.PathLike, name: str) -> dict[str, str]:
         else:
             raise ValueError(f"{where}: a non-JSON file must be given as text")
     return out
+
+
+def _extended(files: dict[str, Any], fname: str, where: str, seen: tuple[str, ...] = ()) -> Any:
+    """``files[fname]`` merged over the template its ``_extends_`` names (recursively).
+
+    Raises:
+        ValueError: an unknown or circular template; names the bundle file.
+    """
+    content = files[fname]
+    if not isinstance(content, dict) or "_extends_" not in content:
+        return content
+    content = dict(content)
+    template = content.pop("_extends_")
+    if template not in files or not str(template).startswith("_"):
+        raise ValueError(f"{where}: _extends_ names {template!r}, which is no template (_<name>.json) of its parts")
+    if template in seen:
+        raise ValueError(f"{where}: circular _extends_: {' -> '.join((*seen, template))}")
+    return merge(_extended(files, template, where, (*seen, fname)), content)
 
 
 def bundle_names(bundles_dir: str | os.PathLike) -> list[str]:
