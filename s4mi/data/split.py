@@ -34,6 +34,7 @@ __all__ = [
     "STRATEGIES",
     "round_half_up",
     "label_fraction_split",
+    "recorded_split",
     "split_validation",
     "isic2018_protocol",
     "pranet_protocol",
@@ -254,6 +255,28 @@ def label_fraction_split(datalist: Mapping[str, Any], fraction: float, seed: int
         "n_unlabeled": len(unlabeled),
     }
     return _assemble(datalist, {"split": split}, {"training": labelled, "unlabeled": unlabeled})
+
+
+def recorded_split(datalist: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The label-fraction split a datalist records, if any.
+
+    :func:`label_fraction_split`, :func:`pranet_protocol` and :func:`isic2018_protocol` (and so ``s4mi split``)
+    record their split as a top-level ``"split"`` object with the labelled ``"fraction"`` of the original training
+    set. A datalist that holds one has been split already and must not be split again.
+
+    Args:
+        datalist: a datalist (only its top-level ``"split"`` is read).
+
+    Returns:
+        A copy of the ``"split"`` record when it is an object with a numeric ``"fraction"``, else ``None``.
+    """
+    split = datalist.get("split")
+    if not isinstance(split, Mapping):
+        return None
+    fraction = split.get("fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        return None
+    return copy.deepcopy(dict(split))
 
 
 def split_validation(datalist: Mapping[str, Any], val_fraction: float, seed: int, strategy: str = "random") -> dict:
