@@ -6,7 +6,18 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["as_bool", "default_device", "locate_bundle_root"]
+from .distributed import ddp_device_ids, destroy_distributed, distributed_device, init_distributed, is_main_process
+
+__all__ = [
+    "as_bool",
+    "ddp_device_ids",
+    "default_device",
+    "destroy_distributed",
+    "distributed_device",
+    "init_distributed",
+    "is_main_process",
+    "locate_bundle_root",
+]
 
 _REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 

@@ -14,7 +14,21 @@ from s4mi.losses.consistency import SoftDiceConsistencyLoss, probabilities
 if TYPE_CHECKING:
     from s4mi.handlers.pseudo_labels import PseudoLabelRenderer
 
-__all__ = ["OnlinePseudoLabelTrainer", "random_crop", "random_flip_rot90"]
+__all__ = ["OnlinePseudoLabelTrainer", "random_crop", "random_flip_rot90", "student_learning_rate"]
+
+
+def student_learning_rate(student_init: str, from_teacher: float = 1e-4, from_scratch: float = 1e-3) -> float:
+    """The student stage's learning rate: fine-tuning a student that starts from the teacher's weights
+    (``student_init="teacher"``) takes a tenth of the rate of one that starts from scratch (``"scratch"``).
+
+    Raises:
+        ValueError: any other ``student_init``.
+    """
+    if student_init == "teacher":
+        return from_teacher
+    if student_init == "scratch":
+        return from_scratch
+    raise ValueError(f"student_init must be 'teacher' or 'scratch', got {student_init!r}")
 
 
 def random_flip_rot90(

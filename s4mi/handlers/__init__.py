@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeSaver, latest_checkpoint
+from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, ResumeSaver, latest_checkpoint
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
@@ -38,6 +38,7 @@ __all__ = [
     "RampHandler",
     "RampScheduler",
     "RandomStates",
+    "ResumeLoader",
     "ResumeSaver",
     "SigmoidRamp",
     "attach_ramp",

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["AtomicCheckpointSaver", "RandomStates", "ResumeSaver", "latest_checkpoint"]
+from s4mi.bundle.distributed import is_main_process
+
+__all__ = ["AtomicCheckpointSaver", "RandomStates", "ResumeLoader", "ResumeSaver", "latest_checkpoint"]
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -93,7 +95,7 @@ class ResumeSaver:
     trainer's iteration (``checkpoint_iteration=N.pt``, which :func:`latest_checkpoint` orders), writes
     atomically and keeps the newest ``n_saved`` files, deleting older ones left by an earlier, killed process.
     Mid-epoch saves also skip iterations inside a gradient-accumulation window (the accumulated gradient is not
-    saved). For an exact mid-epoch resume the ``save_dict`` must hold the data loader (a
+    saved). Under ``torch.distributed`` only the main process writes (and prunes) files. For an exact mid-epoch resume the ``save_dict`` must hold the data loader (a
     :class:`~s4mi.data.loaders.ResumableLoader` or :class:`~s4mi.data.loaders.SemiSupervisedLoader`) and
     :class:`RandomStates` besides the model, optimizer, scheduler, trainer and teachers.
 
@@ -135,11 +137,30 @@ class ResumeSaver:
             engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._mid_epoch), self)
 
     def __call__(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
         self.checkpoint(engine)
         keep = {item.filename for item in self.checkpoint._saved}
         for f in self.save_dir.glob("checkpoint_iteration=*.pt"):
             if f.name not in keep:
                 f.unlink(missing_ok=True)
+
+
+class ResumeLoader(CheckpointLoader):
+    """MONAI's :class:`~monai.handlers.CheckpointLoader` that does nothing when ``load_path`` is empty.
+
+    Bundles give it :func:`latest_checkpoint`'s answer, ``""`` on a fresh run, so one ``run`` list
+    (``$@train#resume_loader.attach(@train#trainer)``) starts a run or resumes it, with no ``_disabled_`` flag and no
+    ``if`` in the config. Arguments are those of :class:`~monai.handlers.CheckpointLoader`.
+    """
+
+    def __init__(self, load_path: str, load_dict: dict, **kwargs: Any) -> None:
+        super().__init__(load_path=load_path or "", load_dict=load_dict, **kwargs)
+        self.resumes = bool(load_path)
+
+    def attach(self, engine: Engine) -> None:
+        if self.resumes:
+            super().attach(engine)
 
 
 _STEP = re.compile(r"=(\d+)\.pt$")

@@ -10,7 +10,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 from torch import nn
 
-__all__ = ["EMATeacher"]
+__all__ = ["EMATeacher", "online_momentum"]
 
 _UPDATE_EVENTS = {"iteration": Events.ITERATION_COMPLETED, "epoch": Events.EPOCH_COMPLETED}
 
@@ -253,3 +253,18 @@ class EMATeacher(EMAHandler):
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any:
         """Load teacher weights saved by :meth:`state_dict` (or any ``state_dict`` of the student's architecture)."""
         return self.ema_model.load_state_dict(state_dict, strict=strict)
+
+
+def online_momentum(online: bool | str, momentum: float) -> float:
+    """The pseudo-label teacher's EMA momentum in online pseudo-labelling (Pham Van et al. 2022).
+
+    An online teacher keeps learning from the student, ``teacher <- m teacher + (1 - m) student``, so its momentum
+    is ``momentum``; an offline one stays as pretrained, which :class:`EMATeacher` does with momentum 1.
+
+    Args:
+        online: whether the teacher learns from the student (a command-line string such as ``"false"`` is read).
+        momentum: its momentum when online, in [0, 1].
+    """
+    from s4mi.bundle import as_bool
+
+    return _check_momentum(momentum) if as_bool(online) else 1.0

@@ -21,11 +21,24 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _starts_from(path: str | os.PathLike, resume_ckpt: str | os.PathLike, what: str) -> bool:
+    """Whether a stage starts ``what`` from ``path``: not when it resumes (its checkpoint holds the weights), not
+    when ``path`` is empty (the user asked to start from the initialisation)."""
+    if resume_ckpt:
+        logger.info(f"s4mi: resuming from {resume_ckpt}: the {what} is not loaded from {path or 'a pretrained file'}")
+        return False
+    if not str(path):
+        logger.info(f"s4mi: no pretrained checkpoint given: the {what} starts from its initialisation")
+        return False
+    return True
+
+
 def load_pretrained_backbone(
     network: nn.Module,
     path: str | os.PathLike,
     exclude: Sequence[str] = ("class_layers.out.",),
     key: str | None = "model",
+    resume_ckpt: str | os.PathLike = "",
 ) -> list[str]:
     """Load pretrained backbone weights into ``network``, leaving its task head (``exclude``) as initialised.
 
@@ -40,14 +53,19 @@ def load_pretrained_backbone(
         exclude: prefixes of the parameter names to leave out (the task head).
         key: the entry of the checkpoint holding the state dict (MONAI's savers write ``{"model": ...}`` unless a
             single object is saved); None when the file is the state dict itself.
+        resume_ckpt: the run's resume checkpoint; when set nothing is loaded (the run continues from it). An empty
+            ``path`` loads nothing either (fine-tuning from scratch).
 
     Returns:
-        the names of the parameters left at their initialisation (those under ``exclude``).
+        the names of the parameters left at their initialisation (those under ``exclude``; every one when nothing
+        is loaded).
 
     Raises:
         FileNotFoundError: ``path`` does not exist (with how to make it).
         ValueError: the checkpoint lacks a backbone weight, or a weight's shape differs (names the first ones).
     """
+    if not _starts_from(path, resume_ckpt, "backbone"):
+        return list(_unwrap(network).state_dict())
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -86,10 +104,16 @@ def save_pretrained_backbone(encoder: nn.Module, path: str | os.PathLike) -> Pat
         encoder: an :class:`s4mi.networks.EncoderWithHead` (e.g. the key encoder, ``EMATeacher.ema_model``).
         path: the file to write (its folder is made).
 
+    Under ``torch.distributed`` only the main process writes.
+
     Returns:
         the path written.
     """
+    from s4mi.bundle.distributed import is_main_process
     from s4mi.networks.heads import backbone_state_dict_for_classifier
+
+    if not is_main_process():
+        return Path(path)
 
     state = {k: v.detach().cpu().clone() for k, v in backbone_state_dict_for_classifier(encoder).items()}
     return _atomic_save(state, Path(path))
@@ -153,17 +177,32 @@ def _teacher_state(path: str | os.PathLike, source: str) -> dict[str, torch.Tens
 
 
 def load_teacher(
-    teacher: nn.Module, path: str | os.PathLike, source: str = "teacher_momentum", role: str = "pseudo-label teacher"
+    teacher: nn.Module,
+    path: str | os.PathLike,
+    source: str = "teacher_momentum",
+    role: str = "pseudo-label teacher",
+    resume_ckpt: str | os.PathLike = "",
+    enabled: bool = True,
 ) -> nn.Module:
     """Load the ``source`` entry of a :func:`save_teachers` file into ``teacher`` (an ``EMATeacher`` or a network).
 
     The student stage of the online pseudo-labelling bundles loads it into the pseudo-label teacher and, with
     ``student_init="teacher"``, into the student too (``role`` names which in the log).
 
+    Args:
+        teacher: an ``EMATeacher`` (its ``ema_model`` is loaded) or a network.
+        path: the file of :func:`save_teachers`; empty loads nothing.
+        source: which of its teachers to load.
+        role: what the loaded network is, for the log.
+        resume_ckpt: the run's resume checkpoint; when set nothing is loaded (the run continues from it).
+        enabled: False loads nothing (e.g. a student that starts from scratch).
+
     Returns:
-        the network, loaded.
+        the network, loaded (or as it was).
     """
     net = _unwrap(getattr(teacher, "ema_model", teacher))
+    if not enabled or not _starts_from(path, resume_ckpt, role):
+        return net
     net.load_state_dict(_teacher_state(path, source))
     logger.info("loaded the %s as the %s from %s", source.replace("_", " "), role, path)
     return net

@@ -9,7 +9,7 @@ import numpy as np
 from monai.transforms import MapTransform, Randomizable
 from monai.utils import MAX_SEED
 
-__all__ = ["RandViewsd"]
+__all__ = ["RandViewsd", "unlabelled_transforms"]
 
 
 class RandViewsd(Randomizable, MapTransform):
@@ -78,3 +78,22 @@ class RandViewsd(Randomizable, MapTransform):
             views[name] = out[key]
         d.update(views)
         return d
+
+
+def unlabelled_transforms(
+    load: Sequence[Callable],
+    spatial: Sequence[Callable],
+    augmentation: Sequence[Callable],
+    to_tensor: Sequence[Callable],
+    render_every: int | float | None = 0,
+) -> list[Callable]:
+    """The unlabelled stream's transform list of the online pseudo-labelling student stage.
+
+    Pseudo labels rendered ahead of time (``render_every > 0``, :class:`s4mi.handlers.PseudoLabelRenderer`) are
+    aligned with the un-augmented image, so the spatial augmentation is left out then; the teacher's online pseudo
+    labels (``render_every == 0``) are computed on the augmented batch itself, so it stays.
+
+    Returns:
+        ``load + spatial + augmentation + to_tensor``, without ``spatial`` when pseudo labels are rendered.
+    """
+    return [*load, *([] if render_every else spatial), *augmentation, *to_tensor]

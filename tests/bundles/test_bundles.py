@@ -296,7 +296,8 @@ def test_labelled_stream_draws_whole_batches(name: str) -> None:
 @pytest.mark.parametrize("name", SEMI)
 def test_labelled_stream_draws_whole_batches_under_torchrun(name: str) -> None:
     """With the multi-GPU overlay each of 2 ranks also draws whole labelled batches (a ``DistributedSampler`` did
-    not: it pads only to the world size)."""
+    not: it pads only to the world size). The overlay keeps train.json's ``full_batch_sampler``, which reads the
+    world size and rank of the process group; here they are given as torchrun would set them."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -304,10 +305,12 @@ def test_labelled_stream_draws_whole_batches_under_torchrun(name: str) -> None:
     batch_size = int(parser.get_parsed_content("batch_size"))
     n = 6 * batch_size + 2  # DistributedSampler: 3 * batch_size + 1 per rank, a batch of one at the end
     parser["train#dataset"] = list(range(n))
+    assert parser["train#dataloader#sampler"] == "@train#sampler"
+    assert parser["train#sampler#_target_"] == "s4mi.data.loaders.full_batch_sampler"
     seen: list[int] = []
     for rank in (0, 1):
-        parser["train#labeled_sampler#num_replicas"] = 2  # what dist.get_world_size() gives under torchrun
-        parser["train#labeled_sampler#rank"] = rank
+        parser["train#sampler#num_replicas"] = 2  # what the process group gives under torchrun
+        parser["train#sampler#rank"] = rank
         loader = parser.get_parsed_content("train#dataloader", lazy=False)
         batches = [[int(i) for i in batch] for batch in loader]
         assert [len(b) for b in batches] == [batch_size] * 4, f"{name} rank {rank}: labelled batch sizes"

@@ -224,3 +224,11 @@ def test_random_crop_cuts_the_same_box() -> None:
         assert torch.equal(a[i], x[i, :, start : start + 3])
     with pytest.raises(ValueError, match="crop size"):
         random_crop((x,), (3, 3))
+
+
+def test_student_learning_rate() -> None:
+    from s4mi.engines.online_pseudo_label import student_learning_rate
+
+    assert student_learning_rate("teacher") == 1e-4 and student_learning_rate("scratch") == 1e-3
+    with pytest.raises(ValueError, match="student_init"):
+        student_learning_rate("random")

@@ -134,3 +134,29 @@ def test_latest_checkpoint_reads_a_real_engine_state(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path, max_epochs=3).endswith("iteration=10.pt")
     assert latest_checkpoint(tmp_path, max_epochs=2) == ""
     assert [f.name.split(".finished-")[0] for f in tmp_path.iterdir()] == ["checkpoint_iteration=10.pt"]
+
+
+def test_resume_loader_is_a_no_op_without_a_checkpoint(tmp_path: Path) -> None:
+    from s4mi.handlers import ResumeLoader
+
+    net = torch.nn.Linear(2, 1)
+    engine = Engine(lambda e, b: None)
+    ResumeLoader(load_path="", load_dict={"model": net}).attach(engine)
+    assert not engine._event_handlers[Events.STARTED]  # nothing attached: a fresh run
+    torch.save({"model": {k: torch.full_like(v, 3.0) for k, v in net.state_dict().items()}}, tmp_path / "c.pt")
+    ResumeLoader(load_path=str(tmp_path / "c.pt"), load_dict={"model": net}).attach(engine)
+    engine.run([0], max_epochs=1)
+    assert torch.equal(net.weight, torch.full_like(net.weight, 3.0))
+
+
+def test_resume_saver_writes_only_on_the_main_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import s4mi.handlers.checkpoint as checkpoint
+
+    engine = Engine(lambda e, b: None)
+    ResumeSaver(str(tmp_path), {"model": torch.nn.Linear(2, 1)}).attach(engine)
+    monkeypatch.setattr(checkpoint, "is_main_process", lambda: False)
+    engine.run([0, 1], max_epochs=1)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(checkpoint, "is_main_process", lambda: True)
+    engine.run([0, 1], max_epochs=2)
+    assert [f.name for f in tmp_path.glob("*.pt")] == ["checkpoint_iteration=4.pt"]

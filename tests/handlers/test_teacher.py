@@ -433,3 +433,12 @@ def test_resume_from_a_saver_attached_before_the_teacher(tmp_path: Path) -> None
     teacher2.attach(engine2)
     engine2.run(range(2), max_epochs=3)
     assert torch.equal(teacher2.ema_model.weight, reference)
+
+
+def test_online_momentum() -> None:
+    from s4mi.handlers.teacher import online_momentum
+
+    assert online_momentum(True, 0.99) == 0.99 and online_momentum("true", 0.9) == 0.9
+    assert online_momentum(False, 0.99) == 1.0 and online_momentum("false", 0.99) == 1.0  # offline: frozen teacher
+    with pytest.raises(ValueError, match="momentum"):
+        online_momentum(True, 1.5)

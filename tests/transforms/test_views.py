@@ -54,3 +54,11 @@ def test_errors_name_the_problem() -> None:
         RandViewsd(keys="image", names=["q", "q"], transform=lambda d: d)
     with pytest.raises(KeyError, match="'image' not found"):
         _views(["q"])({"img": torch.zeros(1, 4, 4)})
+
+
+def test_unlabelled_transforms_drop_spatial_views_for_rendered_pseudo_labels() -> None:
+    from s4mi.transforms.views import unlabelled_transforms
+
+    load, spatial, aug, tensor = ["load"], ["flip", "affine"], ["gamma"], ["to_tensor"]
+    assert unlabelled_transforms(load, spatial, aug, tensor, 0) == ["load", "flip", "affine", "gamma", "to_tensor"]
+    assert unlabelled_transforms(load, spatial, aug, tensor, 2) == ["load", "gamma", "to_tensor"]
