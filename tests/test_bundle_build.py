@@ -19,15 +19,23 @@ def test_merge_dicts_deep_and_lists_whole():
     over = {"a": 2, "d": {"y": [3], "z": 4}, "new": True}
     out = merge(base, over)
     assert out == {"a": 2, "d": {"x": 1, "y": [3], "z": 4}, "keep": {"k": 0}, "new": True}
-    assert list(out) == ["a", "d", "keep", "new"]  # earlier parts fix the order
+    assert list(out) == ["a", "d", "new", "keep"]  # a new key follows the key before it in the later part
     assert base == {"a": 1, "d": {"x": 1, "y": [1, 2]}, "keep": {"k": 0}}  # inputs untouched
+
+
+def test_merge_places_new_keys_after_their_anchor_in_the_later_part():
+    """MONAI instantiates references in key order, so a part must be able to say where a new key goes."""
+    base = {"model": "@network", "optimizer": "@optimizer", "trainer": "@trainer"}
+    out = merge(base, {"model": "@network", "key_encoder": "@key_encoder", "queue": "@queue"})
+    assert list(out) == ["model", "key_encoder", "queue", "optimizer", "trainer"]
+    assert list(merge(base, {"teacher": "@teacher"})) == ["model", "optimizer", "trainer", "teacher"]
 
 
 def test_merge_replace_and_delete():
     base = {"net": {"_target_": "UNet", "channels": [16], "strides": [2]}, "gone": 1}
     out = merge(base, {"net": Replace({"_target_": "FlexibleUNet", "backbone": "b"}), "gone": DELETE})
     assert out == {"net": {"_target_": "FlexibleUNet", "backbone": "b"}}
-    assert type(out["net"]) is dict  # !replace leaves no marker behind
+    assert type(render(out, "t")["net"]) is dict  # !replace leaves no marker in the built file
 
 
 def test_keyed_list_merges_by_name_and_inserts_before():

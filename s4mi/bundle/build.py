@@ -10,7 +10,11 @@ MONAI's own config merging (``ConfigParser.update`` and the ``+``/``~`` prefixes
 config at run time and replaces lists whole; a bundle needs its files written out, and its handler lists
 composed from named entries, so the merge here is a small one of our own:
 
-* mappings merge key by key, later parts winning; other values (lists included) are replaced;
+* mappings merge key by key, later parts winning; other values (lists included) are replaced. A key new to the
+  mapping goes right after the key that precedes it in the later part (when the earlier mapping has that key),
+  else last. Order is not cosmetic: MONAI instantiates a component's references in key order, so the order of,
+  say, a resume checkpoint's ``save_dict`` decides which network or queue draws its random initial weights
+  first. To put ``key_encoder`` after ``model``, a part writes ``{model: '@network', key_encoder: ...}``;
 * ``!keyed`` marks a list written as a mapping of named entries (handler lists): entries merge by name, a new
   entry goes last or, with ``_before_: <name>``, before an existing one (resolved when that entry is there,
   which may be only once the file extends its template); the built file holds a plain list;
@@ -106,9 +110,14 @@ def load_part(path: str | os.PathLike) -> dict[str, Any]:
 def merge(base: Any, over: Any, where: str = "") -> Any:
     """``over`` merged into ``base`` (neither is changed), by the rules of the module docstring."""
     if isinstance(over, Replace) or not (isinstance(base, dict) and isinstance(over, dict)):
-        return _plain_copy(over)
-    out: dict[str, Any] = Keyed() if isinstance(base, Keyed) or isinstance(over, Keyed) else {}
+        return copy.deepcopy(over)  # a Replace stays one until the file is extended and rendered
+    out: dict[str, Any]
+    if isinstance(base, Keyed) or isinstance(over, Keyed):
+        out = Keyed()
+    else:
+        out = Replace() if isinstance(base, Replace) else {}
     out.update(base)
+    anchor = None  # the last key of `over` that `out` already holds: a new key goes right after it
     for key, value in over.items():
         path = f"{where}#{key}" if where else key
         if value is DELETE:
@@ -118,22 +127,23 @@ def merge(base: Any, over: Any, where: str = "") -> Any:
                 out[key] = DELETE
         elif key in out:
             out[key] = merge(out[key], value, path)
+            anchor = key
         elif isinstance(out, Keyed) and isinstance(value, dict) and value.get("_before_") in out:
             value = dict(value)
             before = value.pop("_before_")
             items = list(out.items())
             at = [k for k, _ in items].index(before)
             out.clear()
-            out.update([*items[:at], (key, _plain_copy(value)), *items[at:]])
+            out.update([*items[:at], (key, copy.deepcopy(value)), *items[at:]])
+        elif anchor is not None:
+            items = list(out.items())
+            at = [k for k, _ in items].index(anchor) + 1
+            out.clear()
+            out.update([*items[:at], (key, copy.deepcopy(value)), *items[at:]])
+            anchor = key
         else:
-            out[key] = _plain_copy(value)
+            out[key] = copy.deepcopy(value)
     return out
-
-
-def _plain_copy(value: Any) -> Any:
-    if isinstance(value, Replace):
-        return {k: _plain_copy(v) for k, v in value.items()}
-    return copy.deepcopy(value)
 
 
 def render(config: dict[str, Any], where: str) -> dict[str, Any]:
