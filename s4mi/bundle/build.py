@@ -107,7 +107,13 @@ def load_part(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def merge(base: Any, over: Any, where: str = "") -> Any:
+def _insert(out: dict[str, Any], at: int, key: str, value: Any) -> None:
+    items = list(out.items())
+    out.clear()
+    out.update([*items[:at], (key, copy.deepcopy(value)), *items[at:]])
+
+
+def merge(base: Any, over: Any) -> Any:
     """``over`` merged into ``base`` (neither is changed), by the rules of the module docstring."""
     if isinstance(over, Replace) or not (isinstance(base, dict) and isinstance(over, dict)):
         return copy.deepcopy(over)  # a Replace stays one until the file is extended and rendered
@@ -119,27 +125,19 @@ def merge(base: Any, over: Any, where: str = "") -> Any:
     out.update(base)
     anchor = None  # the last key of `over` that `out` already holds: a new key goes right after it
     for key, value in over.items():
-        path = f"{where}#{key}" if where else key
         if value is DELETE:
             if key in out:
                 del out[key]
             else:  # kept until the file extends its template; render() refuses one that removes nothing
                 out[key] = DELETE
         elif key in out:
-            out[key] = merge(out[key], value, path)
+            out[key] = merge(out[key], value)
             anchor = key
         elif isinstance(out, Keyed) and isinstance(value, dict) and value.get("_before_") in out:
-            value = dict(value)
-            before = value.pop("_before_")
-            items = list(out.items())
-            at = [k for k, _ in items].index(before)
-            out.clear()
-            out.update([*items[:at], (key, copy.deepcopy(value)), *items[at:]])
+            value = {k: v for k, v in value.items() if k != "_before_"}
+            _insert(out, list(out).index(over[key]["_before_"]), key, value)
         elif anchor is not None:
-            items = list(out.items())
-            at = [k for k, _ in items].index(anchor) + 1
-            out.clear()
-            out.update([*items[:at], (key, copy.deepcopy(value)), *items[at:]])
+            _insert(out, list(out).index(anchor) + 1, key, value)
             anchor = key
         else:
             out[key] = copy.deepcopy(value)
