@@ -30,7 +30,8 @@ from monai.metrics import compute_roc_auc
 from monai.networks.nets import DenseNet121
 from monai.transforms import Compose, LoadImage, Resize, ScaleIntensity
 
-from s4mi.networks import densenet_features, load_pretrained_backbone
+from s4mi.handlers import load_pretrained_backbone
+from s4mi.networks import densenet_features
 
 
 def load_split(datalist: Path, size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

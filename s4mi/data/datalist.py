@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from s4mi.keys import LABEL_KEYS
+
 __all__ = [
     "LABEL_KEYS",
     "PATH_KEYS",
@@ -45,8 +47,6 @@ __all__ = [
     "strip_labels",
 ]
 
-LABEL_KEYS: tuple[str, ...] = ("label", "mask", "seg")
-"""Item keys that carry supervision; ``"unlabeled"`` items must hold none of them."""
 
 PATH_KEYS: tuple[str, ...] = ("image",) + LABEL_KEYS
 """Item keys whose string values are file paths (``"label"`` only when it is a string)."""

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from s4mi.keys import ULB_INDEX
+
 from .datalist import SECTIONS, load_datalist, save_datalist
 from .phantoms import make_phantom
 from .split import label_fraction_split, recorded_split
@@ -309,7 +311,7 @@ def inference_items(
     return [{"image": item["image"]} for item in data.get(section, [])]
 
 
-def with_index(items: list[dict[str, Any]] | None, key: str = "ulb_index") -> list[dict[str, Any]]:
+def with_index(items: list[dict[str, Any]] | None, key: str = ULB_INDEX) -> list[dict[str, Any]]:
     """Copies of ``items`` that carry their position in the list under ``key`` (the unlabelled item index).
 
     Pseudo labels rendered over the whole unlabelled set are served to the student by this index

@@ -1,18 +1,21 @@
-"""Trainers: one file per method, each overriding only the iteration."""
+"""Trainers: one base (:class:`SSLTrainer`) and one file per method, each writing only its batch split and step."""
 
 from __future__ import annotations
 
+from s4mi.keys import Keys
+
+from .base import LabelLeakError, SSLTrainer
 from .mean_teacher import MeanTeacherTrainer
-from .moco import MoCoKeys, MoCoTrainer
+from .moco import MoCoTrainer
 from .online_pseudo_label import OnlinePseudoLabelTrainer
-from .semi_supervised import Keys, LabelLeakError, SemiSupervisedTrainer
+from .semi_supervised import SemiSupervisedTrainer
 
 __all__ = [
     "Keys",
     "LabelLeakError",
     "MeanTeacherTrainer",
-    "MoCoKeys",
     "MoCoTrainer",
     "OnlinePseudoLabelTrainer",
+    "SSLTrainer",
     "SemiSupervisedTrainer",
 ]

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from monai.engines.utils import IterationEvents
 
-from s4mi.engines.semi_supervised import Keys, SemiSupervisedTrainer
+from s4mi.engines.semi_supervised import SemiSupervisedTrainer
+from s4mi.keys import Keys
 from s4mi.losses.consistency import softmax_mse_loss
 
 __all__ = ["MeanTeacherTrainer"]

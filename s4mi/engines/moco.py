@@ -8,25 +8,15 @@ from typing import Any
 import torch
 from monai.engines.utils import IterationEvents
 
-from s4mi.data.datalist import LABEL_KEYS
-from s4mi.engines.semi_supervised import Keys, LabelLeakError, SemiSupervisedTrainer
+from s4mi.engines.base import SSLTrainer
+from s4mi.keys import Keys
 from s4mi.losses.contrastive import jcl_enqueue_keys
 from s4mi.networks.queue import KeyQueue, shuffled_key_forward
 
-__all__ = ["MoCoKeys", "MoCoTrainer"]
+__all__ = ["MoCoTrainer"]
 
 
-class MoCoKeys:
-    """Engine output keys of contrastive pretraining (besides MONAI's ``image`` and ``loss``)."""
-
-    X_Q = "x_q"
-    X_K = "x_k"
-    Q = "q"
-    KEYS = "keys"
-    LAMBDA = "jcl_lambda"
-
-
-class MoCoTrainer(SemiSupervisedTrainer):
+class MoCoTrainer(SSLTrainer):
     r"""Self-supervised MoCo v2 / JCL pretraining of a query encoder with an EMA key encoder and a key queue.
 
     Per iteration (He et al., CVPR 2020, Algorithm 1; Chen et al. 2020 (MoCo v2); Cai et al., NeurIPS 2020 (JCL);
@@ -40,7 +30,7 @@ class MoCoTrainer(SemiSupervisedTrainer):
        ``lambda = 0`` it is MoCo v2's InfoNCE with a queue), ``lambda_t`` from a ramp (S2MTS2: ``2 (epoch+1) /
        epochs``);
     4. the key mean ``mu = keys.mean(1)`` is enqueued (gathered from every rank first);
-    5. backward and optimizer step (the base class: AMP on CUDA, gradient accumulation); the key encoder, an
+    5. backward and optimizer step (:class:`s4mi.engines.SSLTrainer`: AMP on CUDA, gradient accumulation); the key encoder, an
        :class:`s4mi.handlers.EMATeacher` with ``m = 0.999`` per step, is then updated. MoCo updates ``f_k`` at the
        start of the next iteration with the same query weights, so the keys are the same.
 
@@ -55,15 +45,15 @@ class MoCoTrainer(SemiSupervisedTrainer):
         loss_function: ``f(q, keys, queue, lam) -> scalar`` (:class:`s4mi.losses.JCLLoss`).
         teachers: the key encoder (one :class:`s4mi.handlers.EMATeacher`).
         queue: the negatives (:class:`s4mi.networks.KeyQueue`), updated in place; checkpoint it.
-        jcl_lambda: JCL's lambda, a constant or a ramp of the epoch (``lambda_every``); the engine keeps it in
-            ``engine.state.unsup_weight`` (the base class's ramped weight) and outputs it as ``jcl_lambda``.
+        jcl_lambda: JCL's lambda, a constant or a ramp of the epoch (``lambda_every``), kept in
+            ``engine.state.jcl_lambda`` and output as ``jcl_lambda``.
         lambda_every: what the lambda ramp counts, ``"epoch"`` (S2MTS2) or ``"iteration"``.
         query_key: batch key of the query view.
         key_keys: batch keys of the ``M`` key views.
         shuffle_splits: chunks of the single-process shuffle-BN (ignored under DDP, where each rank is a chunk).
         shuffle_seed: seed of the shuffle permutations (reproducible, resumable runs).
-        kwargs: the rest of :class:`s4mi.engines.SemiSupervisedTrainer`'s arguments (``amp``, ``accumulation_steps``,
-            ``train_handlers``, ...).
+        kwargs: the rest of :class:`s4mi.engines.SSLTrainer`'s arguments (``amp``, ``accumulation_steps``,
+            ``train_handlers``, ``to_kwargs``, ``compile``, ...; the views are read by key, not by ``prepare_batch``).
 
     Raises:
         ValueError: not exactly one teacher, or no key views.
@@ -96,10 +86,9 @@ class MoCoTrainer(SemiSupervisedTrainer):
             optimizer=optimizer,
             loss_function=loss_function,
             teachers=teachers,
-            unsup_weight=jcl_lambda,
-            unsup_weight_every=lambda_every,  # type: ignore[arg-type]
             **kwargs,
         )
+        self.schedule(Keys.JCL_LAMBDA, jcl_lambda, every=lambda_every)  # type: ignore[arg-type]
         if len(self.teachers) != 1:
             raise ValueError(f"MoCo needs exactly one key encoder (teacher), got {len(self.teachers)}")
         self.key_keys = list(key_keys)
@@ -117,37 +106,31 @@ class MoCoTrainer(SemiSupervisedTrainer):
             KeyError: a view is missing.
             LabelLeakError: the batch holds a label key (pretraining is self-supervised).
         """
-        leaked = [k for k in LABEL_KEYS if k in batchdata]
-        if leaked:
-            raise LabelLeakError(
-                f"the pretraining batch holds label key(s) {sorted(leaked)}: self-supervised pretraining reads images "
-                "only (drop labels from the pretraining datalist or transforms)"
-            )
+        self.refuse_labels(batchdata, "pretraining")
         absent = [k for k in (self.query_key, *self.key_keys) if k not in batchdata]
         if absent:
             raise KeyError(f"the pretraining batch lacks view key(s) {absent} (has {sorted(batchdata)})")
-        dev, nb = self.state.device, self.non_blocking
-        x_q = batchdata[self.query_key].to(dev, non_blocking=nb)
-        x_k = torch.stack([batchdata[k].to(dev, non_blocking=nb) for k in self.key_keys], dim=1)
+        x_q = self.to_device(batchdata[self.query_key])
+        x_k = torch.stack([self.to_device(batchdata[k]) for k in self.key_keys], dim=1)
         if x_k.shape[0] != x_q.shape[0] or x_k.shape[2:] != x_q.shape[1:]:
             raise ValueError(
                 f"query views {tuple(x_q.shape)} and key views {tuple(x_k.shape)} (B M C H W) do not match"
             )
-        return {MoCoKeys.X_Q: x_q, MoCoKeys.X_K: x_k}
+        return {Keys.X_Q: x_q, Keys.X_K: x_k}
 
     def initial_output(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {Keys.IMAGE: batch[MoCoKeys.X_Q]}
+        return {Keys.IMAGE: batch[Keys.X_Q]}
 
-    def _shuffle_generator(self, engine: SemiSupervisedTrainer, view: int) -> torch.Generator:
+    def _shuffle_generator(self, engine: SSLTrainer, view: int) -> torch.Generator:
         g = torch.Generator()
         g.manual_seed((self.shuffle_seed * 1_000_003 + engine.state.iteration * 64 + view) % (2**63))
         return g
 
-    def train_step(self, engine: SemiSupervisedTrainer, batch: dict[str, torch.Tensor]) -> None:
-        x_q, x_k = batch[MoCoKeys.X_Q], batch[MoCoKeys.X_K]
+    def train_step(self, engine: SSLTrainer, batch: dict[str, torch.Tensor]) -> None:
+        x_q, x_k = batch[Keys.X_Q], batch[Keys.X_K]
         q = engine.inferer(x_q, engine.network)
         key_encoder = engine.teacher
-        key_encoder.train(self.teacher_train_mode)
+        key_encoder.train(engine.teacher_train_mode)
         with torch.no_grad():
             keys = torch.stack(
                 [
@@ -159,11 +142,11 @@ class MoCoTrainer(SemiSupervisedTrainer):
                 dim=1,
             )
         out = engine.state.output
-        out.update({MoCoKeys.Q: q, MoCoKeys.KEYS: keys, Keys.PRED: q})
+        out.update({Keys.Q: q, Keys.KEYS: keys, Keys.PRED: q})
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        lam = float(getattr(engine.state, Keys.UNSUP_WEIGHT))
+        lam = engine.scheduled(Keys.JCL_LAMBDA)
         # the queue's forward is a copy (the loss keeps the negatives for backward), so enqueueing now is safe
         loss = engine.loss_function(q.float(), keys.float(), self.queue(), lam)
         self.queue.enqueue(jcl_enqueue_keys(keys.float()))
-        out.update({MoCoKeys.LAMBDA: lam, Keys.LOSS: loss})
+        out.update({Keys.JCL_LAMBDA: lam, Keys.LOSS: loss})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)

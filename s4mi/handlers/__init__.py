@@ -1,4 +1,5 @@
-"""Ignite/MONAI handlers: checkpoints, metrics, teacher updates, ramps, pseudo labels."""
+"""Ignite/MONAI handlers: checkpoints (training state, pretrained and teacher weights), metrics, teacher updates,
+ramps, pseudo labels."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, Resum
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
+from .pretrained import export_teacher, load_pretrained_backbone, load_teacher, save_pretrained_backbone, save_teachers
 from .pseudo_labels import PseudoLabelRenderer
 from .ramps import (
     ConstantRamp,
@@ -42,6 +44,11 @@ __all__ = [
     "ResumeSaver",
     "SigmoidRamp",
     "attach_ramp",
+    "export_teacher",
     "latest_checkpoint",
+    "load_pretrained_backbone",
+    "load_teacher",
     "ramp_from_config",
+    "save_pretrained_backbone",
+    "save_teachers",
 ]

@@ -80,7 +80,7 @@ class ContrastiveMonitor:
         row: dict[str, Any] = {"epoch": int(engine.state.epoch), "wall_s": round(time.perf_counter() - self._start, 3)}
         n = max(self._count, 1)
         row.update({k: v / n for k, v in self._sums.items()})
-        lam = getattr(engine.state, "unsup_weight", None)
+        lam = getattr(engine.state, "jcl_lambda", None)
         if lam is not None:
             row["jcl_lambda"] = float(lam)
         if self._embeddings:

@@ -23,6 +23,9 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Compose, Invertd, InvertibleTransform, MapTransform, SaveImage
 from torch import nn
 
+from s4mi.keys import ULB_INDEX
+from s4mi.losses.targets import check_activation, confidence, hard_labels, probabilities
+
 __all__ = ["PseudoLabelRenderer"]
 
 logger = logging.getLogger(__name__)
@@ -116,7 +119,7 @@ class PseudoLabelRenderer:
         unit: Literal["epoch", "iteration"] = "epoch",
         activation: Literal["sigmoid", "softmax"] = "sigmoid",
         image_key: str = "image",
-        index_key: str = "ulb_index",
+        index_key: str = ULB_INDEX,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         max_device_bytes: int | None = None,
@@ -130,8 +133,7 @@ class PseudoLabelRenderer:
             raise ValueError(f"every must be >= 1, got {every}")
         if unit not in ("epoch", "iteration"):
             raise ValueError(f"unit must be 'epoch' or 'iteration', got {unit!r}")
-        if activation not in ("sigmoid", "softmax"):
-            raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
+        check_activation(activation)
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
         self.teacher = teacher
@@ -302,7 +304,7 @@ class PseudoLabelRenderer:
         if isinstance(logits, MetaTensor):
             logits = logits.as_tensor()
         logits = logits.float()
-        return torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)
+        return probabilities(logits, self.activation)
 
     def _batch_indices(self, batch: dict) -> torch.Tensor:
         if self.index_key not in batch:
@@ -394,22 +396,13 @@ class PseudoLabelRenderer:
         return self._rows(idx)
 
     def confidence(self, probs: torch.Tensor) -> torch.Tensor:
-        """Per-voxel confidence of probabilities ``B[C, *spatial]``.
-
-        Returns:
-            ``max(p, 1 - p)`` per channel for sigmoid (``B[C, *spatial]``), the largest class probability for
-            softmax (``B[1, *spatial]``).
-        """
-        if self.activation == "sigmoid":
-            return torch.maximum(probs, 1 - probs)
-        return probs.amax(dim=1, keepdim=True)
+        """Per-voxel confidence of probabilities ``B[C, *spatial]`` (:func:`s4mi.losses.targets.confidence`)."""
+        return confidence(probs, self.activation)
 
     def hard_label(self, probs: torch.Tensor) -> torch.Tensor:
-        """``uint8`` labels of probabilities ``B[C, *spatial]``: ``p > 0.5`` per channel (sigmoid,
-        ``B[C, *spatial]``) or the argmax class (softmax, ``B[1, *spatial]``)."""
-        if self.activation == "sigmoid":
-            return (probs > 0.5).to(torch.uint8)
-        return probs.argmax(dim=1, keepdim=True).to(torch.uint8)
+        """``uint8`` labels of probabilities ``B[C, *spatial]`` (:func:`s4mi.losses.targets.hard_labels`: ``p > 0.5``
+        per channel for sigmoid, the argmax class index ``B[1, *spatial]`` for softmax)."""
+        return hard_labels(probs, self.activation).to(torch.uint8)
 
     def _invert(self, probs: torch.Tensor, image: MetaTensor) -> MetaTensor:
         """``probs`` ``[C, *spatial]`` of the preprocessed ``image``, moved back to the source geometry."""

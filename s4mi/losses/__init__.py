@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from .consistency import (
-    ConsistencyMSELoss,
-    SoftDiceConsistencyLoss,
-    probabilities,
-    pseudo_label_targets,
-    softmax_mse_loss,
-)
+from .consistency import ConsistencyMSELoss, SoftDiceConsistencyLoss, softmax_mse_loss
 from .contrastive import InfoNCEQueueLoss, JCLLoss, info_nce_queue_loss, jcl_enqueue_keys, jcl_loss
 from .masked import MaskedBCEWithLogitsLoss
+from .targets import confidence, hard_labels, probabilities, pseudo_label_targets
 
 __all__ = [
     "ConsistencyMSELoss",
@@ -18,6 +13,8 @@ __all__ = [
     "JCLLoss",
     "MaskedBCEWithLogitsLoss",
     "SoftDiceConsistencyLoss",
+    "confidence",
+    "hard_labels",
     "info_nce_queue_loss",
     "jcl_enqueue_keys",
     "jcl_loss",

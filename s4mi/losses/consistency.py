@@ -5,16 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConsistencyMSELoss", "SoftDiceConsistencyLoss", "probabilities", "pseudo_label_targets", "softmax_mse_loss"]
+from s4mi.losses.targets import check_activation, confidence, probabilities, pseudo_label_targets
 
-
-def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
-    """``softmax`` over channels (multi-class, segmentation) or element-wise ``sigmoid`` (multi-label)."""
-    if activation == "softmax":
-        return torch.softmax(logits, dim=1)
-    if activation == "sigmoid":
-        return torch.sigmoid(logits)
-    raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
+__all__ = ["ConsistencyMSELoss", "SoftDiceConsistencyLoss", "softmax_mse_loss"]
 
 
 def _check_shapes(logits_s: torch.Tensor, logits_t: torch.Tensor) -> None:
@@ -58,7 +51,7 @@ class ConsistencyMSELoss(torch.nn.Module):
 
     def __init__(self, activation: str = "softmax", threshold: float | None = None) -> None:
         super().__init__()
-        probabilities(torch.zeros(1, 1), activation)  # validate early
+        check_activation(activation)
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.activation, self.threshold = activation, threshold
@@ -69,44 +62,8 @@ class ConsistencyMSELoss(torch.nn.Module):
         _check_shapes(logits_s, logits_t)
         p_s = probabilities(logits_s.float(), self.activation)
         p_t = probabilities(logits_t.detach().float(), self.activation)
-        if self.activation == "sigmoid":
-            mask = torch.maximum(p_t, 1.0 - p_t) >= self.threshold
-        else:
-            mask = p_t.amax(dim=1, keepdim=True) >= self.threshold
+        mask = confidence(p_t, self.activation) >= self.threshold  # per element for sigmoid, per voxel for softmax
         return ((p_s - p_t) ** 2 * mask).mean()
-
-
-def pseudo_label_targets(
-    probs_t: torch.Tensor, activation: str = "sigmoid", hard: bool = False, threshold: float | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Turn a teacher's probabilities into pseudo-label targets and an optional confidence mask.
-
-    Args:
-        probs_t: teacher probabilities, ``B C[ H W[ D]]`` (sigmoid per channel, or softmax over channels).
-        activation: how ``probs_t`` was made: ``"sigmoid"`` or ``"softmax"``.
-        hard: ``False`` keeps the soft map (the online pseudo-labelling paper's choice); ``True`` thresholds at
-            0.5 (sigmoid) or one-hot encodes the argmax (softmax).
-        threshold: keep only voxels whose confidence (``max(p, 1 - p)`` for sigmoid, the top class probability
-            for softmax) is at least this; ``None`` keeps all. None of the papers uses one; users ask for it.
-
-    Returns:
-        ``(target, mask)``: the target (same shape as ``probs_t``, detached) and a ``B 1[ H W[ D]]`` float mask, or
-        ``None`` without a threshold.
-    """
-    t = probs_t.detach().float()
-    if activation == "sigmoid":
-        conf = torch.maximum(t, 1.0 - t).amax(dim=1, keepdim=True)
-        target = (t > 0.5).to(t.dtype) if hard else t
-    elif activation == "softmax":
-        conf = t.amax(dim=1, keepdim=True)
-        target = F.one_hot(t.argmax(dim=1), t.shape[1]).movedim(-1, 1).to(t.dtype) if hard else t
-    else:
-        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
-    if threshold is None:
-        return target, None
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    return target, (conf >= threshold).to(t.dtype)
 
 
 class SoftDiceConsistencyLoss(torch.nn.Module):
@@ -143,7 +100,7 @@ class SoftDiceConsistencyLoss(torch.nn.Module):
         smooth: float = 1e-5,
     ) -> None:
         super().__init__()
-        probabilities(torch.zeros(1, 1), activation)  # validate early
+        check_activation(activation)
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         from monai.losses import DiceLoss, MaskedDiceLoss

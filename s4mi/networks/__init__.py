@@ -5,13 +5,6 @@ from __future__ import annotations
 
 from .densenet_encoder import DenseNetEncoder
 from .heads import EncoderWithHead, ProjectionHead, backbone_state_dict_for_classifier, densenet_features
-from .pretrained import (
-    export_teacher,
-    load_pretrained_backbone,
-    load_teacher,
-    save_pretrained_backbone,
-    save_teachers,
-)
 from .queue import KeyQueue, batch_shuffle, batch_unshuffle, concat_all_gather, shuffled_key_forward
 
 __all__ = [
@@ -24,10 +17,5 @@ __all__ = [
     "batch_unshuffle",
     "concat_all_gather",
     "densenet_features",
-    "export_teacher",
-    "load_pretrained_backbone",
-    "load_teacher",
-    "save_pretrained_backbone",
-    "save_teachers",
     "shuffled_key_forward",
 ]

@@ -1,9 +1,10 @@
-"""Dictionary transforms for medical images: masks, two views, weak/strong views, label guards."""
+"""Transforms: dictionary transforms for medical images (masks, views, label guards) and on-device batch augmentations."""
 
 from __future__ import annotations
 
+from .batch import random_crop, random_flip_rot90
 from .labels import LoadClassLabeld, write_class_label
 from .masks import BinarizeMaskd
 from .views import RandViewsd
 
-__all__ = ["BinarizeMaskd", "LoadClassLabeld", "RandViewsd", "write_class_label"]
+__all__ = ["BinarizeMaskd", "LoadClassLabeld", "RandViewsd", "random_crop", "random_flip_rot90", "write_class_label"]

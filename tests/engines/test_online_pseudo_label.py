@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from s4mi.data.loaders import SemiSupervisedLoader
 from s4mi.engines import Keys, OnlinePseudoLabelTrainer
-from s4mi.engines.online_pseudo_label import random_crop, random_flip_rot90
+from s4mi.transforms.batch import random_crop, random_flip_rot90
 from s4mi.handlers import EMATeacher
 from s4mi.losses import SoftDiceConsistencyLoss
 

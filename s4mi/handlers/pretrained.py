@@ -1,4 +1,4 @@
-"""Start a network from a self-supervised pretraining stage's weights."""
+"""Checkpoints between stages: a pretraining stage's backbone, teachers saved for the next stage, an exported teacher."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""s4mi.networks.pretrained: when a stage starts from pretrained weights, and when it does not."""
+"""s4mi.handlers.pretrained: when a stage starts from pretrained weights, and when it does not."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.networks.nets import DenseNet121
 
-from s4mi.networks import load_pretrained_backbone, load_teacher, save_teachers
+from s4mi.handlers import load_pretrained_backbone, load_teacher, save_teachers
 
 
 def _net() -> DenseNet121:

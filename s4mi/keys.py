@@ -1,0 +1,50 @@
+"""The names s4mi's engines, datalists and handlers share: engine output keys, label keys, the unlabelled index.
+
+One module, so that an engine, a handler reading ``engine.state.output`` and a datalist check cannot disagree on a
+spelling. ``image``/``label``/``pred``/``loss`` are MONAI's own keys (``monai.utils.CommonKeys``), so stock
+handlers (``from_engine(["loss"])``) read s4mi's engine outputs unchanged.
+"""
+
+from __future__ import annotations
+
+from monai.utils import CommonKeys
+
+__all__ = ["LABEL_KEYS", "ULB_INDEX", "Keys"]
+
+LABEL_KEYS: tuple[str, ...] = ("label", "mask", "seg")
+"""Datalist item keys that carry supervision; ``"unlabeled"`` items and unlabelled batches must hold none of them."""
+
+ULB_INDEX = "ulb_index"
+"""Key of an unlabelled item's position in the unlabelled set (:func:`s4mi.data.prepare.with_index`): rendered pseudo
+labels are served by it."""
+
+
+class Keys:
+    """Names in ``engine.state.output`` (and in ``engine.state`` for scheduled weights), the vocabulary of the
+    semi- and self-supervised literature."""
+
+    # MONAI's
+    IMAGE = CommonKeys.IMAGE
+    LABEL = CommonKeys.LABEL
+    PRED = CommonKeys.PRED
+    LOSS = CommonKeys.LOSS
+    # teacher-student (labelled + unlabelled streams)
+    X_LB = "x_lb"
+    Y_LB = "y_lb"
+    X_ULB_W = "x_ulb_w"
+    X_ULB_S = "x_ulb_s"
+    LOGITS_LB = "logits_lb"
+    LOGITS_ULB_S = "logits_ulb_s"
+    LOGITS_ULB_T = "logits_ulb_t"
+    PSEUDO_LABEL = "pseudo_label"
+    ULB_INDEX = ULB_INDEX
+    MASK = "mask"
+    LOSS_SUP = "loss_sup"
+    LOSS_UNSUP = "loss_unsup"
+    UNSUP_WEIGHT = "unsup_weight"
+    # self-supervised contrastive (MoCo / JCL)
+    X_Q = "x_q"
+    X_K = "x_k"
+    Q = "q"
+    KEYS = "keys"
+    JCL_LAMBDA = "jcl_lambda"
