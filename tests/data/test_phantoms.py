@@ -264,7 +264,7 @@ def test_ct3d_nifti(tmp_path: Path) -> None:
 
 
 def _code(name: str) -> int:
-    from s4mi.data.phantoms import _name_code
+    from s4mi.data.phantoms._common import _name_code
 
     return _name_code(name)
 
@@ -308,7 +308,7 @@ def test_skin_imbalance(skin300: Path) -> None:
 
 
 def test_skin_all_classes_at_200(tmp_path: Path) -> None:
-    from s4mi.data.phantoms import _skin_schedule
+    from s4mi.data.phantoms.skin import _skin_schedule
 
     for seed in range(50):
         assert len(set(_skin_schedule(200, seed))) == len(SKIN_CLASSES)
