@@ -74,7 +74,7 @@ def test_device_and_memmap_caches_agree_and_memmap_is_removed(tmp_path: Path) ->
 
     temp = PseudoLabelRenderer(net, _loader(images), max_device_bytes=0)
     temp.render()
-    folder = temp._tmpdir
+    folder = temp.cache._tmpdir
     assert folder is not None and os.path.isdir(folder)
     del temp
     gc.collect()
