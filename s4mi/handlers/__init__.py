@@ -8,6 +8,8 @@ from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
 from .pretrained import export_teacher, load_pretrained_backbone, load_teacher, save_pretrained_backbone, save_teachers
+from .pseudo_label_cache import PseudoLabelCache
+from .pseudo_label_writer import PseudoLabelWriter
 from .pseudo_labels import PseudoLabelRenderer
 from .ramps import (
     ConstantRamp,
@@ -35,7 +37,9 @@ __all__ = [
     "MeanAUC",
     "PerSourceMetrics",
     "MetricsLogger",
+    "PseudoLabelCache",
     "PseudoLabelRenderer",
+    "PseudoLabelWriter",
     "Ramp",
     "RampHandler",
     "RampScheduler",
