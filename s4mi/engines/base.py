@@ -90,7 +90,7 @@ class SSLTrainer(SupervisedTrainer):
             train_data_loader=train_data_loader,
             network=network,
             optimizer=optimizer,
-            loss_function=loss_function,
+            loss_function=loss_function,  # type: ignore[arg-type]  # a method may make its losses itself
             inferer=inferer,
             **kwargs,
         )
@@ -193,7 +193,7 @@ class SSLTrainer(SupervisedTrainer):
         """The iteration's output before :meth:`train_step` adds to it (MONAI's ``image``/``label`` keys)."""
         return {}
 
-    def train_step(self, engine: SSLTrainer, batch: dict[str, torch.Tensor]) -> None:
+    def train_step(self, engine: Any, batch: dict[str, torch.Tensor]) -> None:
         """The method's maths: fill ``engine.state.output`` (``loss`` included), fire FORWARD/LOSS_COMPLETED."""
         raise NotImplementedError(f"{type(self).__name__} must implement train_step")
 

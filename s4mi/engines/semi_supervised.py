@@ -107,6 +107,7 @@ class SemiSupervisedTrainer(SSLTrainer):
         if self.needs_strong_view and self.strong_key not in ulb:
             raise KeyError(f"the unlabeled batch lacks key(s) {[self.strong_key]} (has {sorted(ulb)})")
         x_lb, y_lb = self.prepare_stream(lb, self.image_key, self.label_key, "labeled")
+        assert y_lb is not None
         x_ulb_w, _ = self.prepare_stream(ulb, self.image_key, None, "unlabeled")
         # a method that does not need two views (one augmented view for teacher and student) may omit the strong one
         x_ulb_s = self.to_device(ulb[self.strong_key]) if self.strong_key in ulb else x_ulb_w

@@ -75,7 +75,7 @@ class PerSourceMetrics:
             n = len(image) if image is not None else 0
             sources = batch.get(self.source_key, [""] * n)
         else:  # MONAI decollates the batch after the iteration: one dict per item
-            sources = [item.get(self.source_key, "") for item in batch]
+            sources = [item.get(self.source_key, "") for item in batch]  # type: ignore[union-attr]
         self._sources.extend(str(s) for s in sources)
 
     def _summarise(self, engine: Engine) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -106,7 +108,12 @@ class SoftDiceConsistencyLoss(torch.nn.Module):
         from monai.losses import DiceLoss, MaskedDiceLoss
 
         self.activation, self.hard, self.threshold = activation, hard, threshold
-        kwargs = {"include_background": include_background, "batch": batch, "smooth_nr": smooth, "smooth_dr": smooth}
+        kwargs: dict[str, Any] = {
+            "include_background": include_background,
+            "batch": batch,
+            "smooth_nr": smooth,
+            "smooth_dr": smooth,
+        }
         self.dice = DiceLoss(**kwargs)
         self.masked_dice = MaskedDiceLoss(**kwargs)
 

@@ -56,7 +56,9 @@ def _run(cls: type, data: list, **kwargs) -> tuple[torch.nn.Module, list]:
         **kwargs,
     )
     losses: list = []
-    trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lambda e: losses.append(e.state.output[Keys.LOSS].item()))
+    trainer.add_event_handler(
+        IterationEvents.MODEL_COMPLETED, lambda e: losses.append(e.state.output[Keys.LOSS].item())
+    )
     trainer.run()
     return net, losses
 
@@ -149,7 +151,9 @@ def test_weights_are_scheduled_by_name() -> None:
     )
     trainer.schedule("lam", LinearRamp(1.0, 2), every="epoch")
     trainer.schedule("beta", 0.3)
-    trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lambda e: seen.append((e.scheduled("lam"), e.state.beta)))
+    trainer.add_event_handler(
+        IterationEvents.MODEL_COMPLETED, lambda e: seen.append((e.scheduled("lam"), e.state.beta))
+    )
     trainer.run()
     assert [s[0] for s in seen] == [LinearRamp(1.0, 2)(t) for t in (0, 0, 1, 1, 2, 2)]
     assert all(s[1] == 0.3 for s in seen)

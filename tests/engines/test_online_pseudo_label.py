@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 
 from s4mi.data.loaders import SemiSupervisedLoader
 from s4mi.engines import Keys, OnlinePseudoLabelTrainer
-from s4mi.transforms.batch import random_crop, random_flip_rot90
 from s4mi.handlers import EMATeacher
 from s4mi.losses import SoftDiceConsistencyLoss
+from s4mi.transforms.batch import random_crop, random_flip_rot90
 
 
 def _data(n_lb: int = 8, n_ulb: int = 8, batch: int = 4, index: bool = False) -> SemiSupervisedLoader:

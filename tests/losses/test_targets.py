@@ -36,7 +36,9 @@ def test_confidence_and_hard_labels_match_a_naive_loop(activation: str) -> None:
     assert torch.equal(hard_labels(probs, activation), hard)
     if activation == "softmax":
         one_hot = hard_labels(probs, activation, one_hot=True)
-        assert torch.equal(one_hot.argmax(1, keepdim=True).float(), hard) and torch.equal(one_hot.sum(1), torch.ones(2, 4, 5))
+        assert torch.equal(one_hot.argmax(1, keepdim=True).float(), hard) and torch.equal(
+            one_hot.sum(1), torch.ones(2, 4, 5)
+        )
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
