@@ -7,9 +7,12 @@ from pathlib import Path
 import torch
 
 from .distributed import ddp_device_ids, destroy_distributed, distributed_device, init_distributed, is_main_process
+from .overrides import BundleConfigError, check_overrides
 
 __all__ = [
+    "BundleConfigError",
     "as_bool",
+    "check_overrides",
     "ddp_device_ids",
     "default_device",
     "destroy_distributed",
