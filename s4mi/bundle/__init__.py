@@ -8,6 +8,7 @@ import torch
 
 from .distributed import ddp_device_ids, destroy_distributed, distributed_device, init_distributed, is_main_process
 from .overrides import BundleConfigError, check_overrides
+from .stages import require_first_stage
 
 __all__ = [
     "BundleConfigError",
@@ -20,6 +21,7 @@ __all__ = [
     "init_distributed",
     "is_main_process",
     "locate_bundle_root",
+    "require_first_stage",
 ]
 
 _REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"

@@ -52,7 +52,9 @@ def _stage_args(name: str, config: str | list[str], args: tuple[str, ...]) -> li
 
     cfg = _configs(name)
     this = load_stage_config([cfg / c for c in ([config] if isinstance(config, str) else config)])
-    others = [load_stage_config(f) for f in sorted(cfg.glob("*.json")) if f.name != "metadata.json"]
+    stages = [f for f in sorted(cfg.glob("*.json")) if f.name != "metadata.json"]
+    stand_alone = ("train.json", "pretrain.json", "inference.json")  # others are overlays merged over train.json
+    others = [load_stage_config([f] if f.name in stand_alone else [cfg / "train.json", f]) for f in stages]
     pairs = split_cli_overrides(args)
     keep = [k for k, _ in pairs if defines_key(this, k) or not any(defines_key(o, k) for o in others)]
     return [t for k, tokens in pairs if k in keep for t in tokens]
