@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, ResumeSaver, latest_checkpoint
+from .console import RunLengthLogger
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
@@ -38,6 +39,7 @@ __all__ = [
     "RampHandler",
     "RampScheduler",
     "RandomStates",
+    "RunLengthLogger",
     "ResumeLoader",
     "ResumeSaver",
     "SigmoidRamp",
