@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, ResumeSaver, latest_checkpoint
-from .console import RunLengthLogger
+from .console import EpochLossLogger, RunLengthLogger
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
@@ -28,6 +28,7 @@ __all__ = [
     "ContrastiveMonitor",
     "CosineRampDown",
     "EMATeacher",
+    "EpochLossLogger",
     "GatedRamp",
     "LinearRamp",
     "MacroConfusionMatrix",
