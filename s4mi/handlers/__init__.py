@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, ResumeSaver, latest_checkpoint
+from .checkpoint import (
+    AtomicCheckpointSaver,
+    BestModelSaver,
+    RandomStates,
+    ResumeLoader,
+    ResumeSaver,
+    latest_checkpoint,
+)
 from .console import EpochLossLogger, RunLengthLogger
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
@@ -24,6 +31,7 @@ from .teacher import EMATeacher
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "BestModelSaver",
     "ConstantRamp",
     "ContrastiveMonitor",
     "CosineRampDown",
