@@ -47,6 +47,10 @@ def test_known_keys_pass_and_strict_false_lets_new_keys_in() -> None:
     assert check_overrides(True, argv) == ["max_epochs", "train#trainer#amp", "train#handlers#0#_disabled_",
                                            "_meta_#version"]  # fmt: skip
     assert check_overrides("False", [*argv, "--my_new_key", "1"]) == []
+    tracked = [*argv, "--tracking", "mlflow", "--tracking_uri", "file:///tmp/ml", "--run_name", "r"]
+    assert check_overrides(True, tracked)[-2:] == ["tracking_uri", "run_name"]  # keys that --tracking adds
+    routed = route_overrides(_stages("s2mts2_cxr_classification"), split_cli_overrides(tracked[-6:]))
+    assert [k for k, _ in routed["pretrain"]] == ["tracking", "tracking_uri", "run_name"]
     # not `python -m monai.bundle run` (a ConfigWorkflow made in Python, MONAI Label): nothing to check
     assert check_overrides(True, ["pytest", "--max_epoch", "1"]) == []
 

@@ -32,6 +32,7 @@ __all__ = [
     "load_stage_config",
     "route_overrides",
     "split_cli_overrides",
+    "tracking_keys",
     "unknown_override",
 ]
 
@@ -164,6 +165,23 @@ def unknown_override(
     )
 
 
+def tracking_keys(tracking: Any) -> set[str]:
+    """The top-level keys that ``--tracking <name or file>`` adds to a config (``tracking_uri``, ``run_name``...)."""
+    if not tracking:
+        return set()
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
+
+    if isinstance(tracking, str) and tracking in DEFAULT_EXP_MGMT_SETTINGS:
+        settings = DEFAULT_EXP_MGMT_SETTINGS[tracking]
+    elif isinstance(tracking, dict):
+        settings = tracking
+    else:
+        settings = ConfigParser.load_config_files(tracking)
+    configs: Any = dict(settings).get("configs") or {}
+    return set(configs)
+
+
 def _argv_overrides(argv: Sequence[str]) -> tuple[dict[str, Any], list[tuple[str, list[str]]]] | None:
     """The run arguments and overrides of a ``python -m monai.bundle run`` command line, or None for another one."""
     if not argv or Path(argv[0]).parts[-3:] != ("monai", "bundle", "__main__.py"):
@@ -216,7 +234,10 @@ def check_overrides(strict: object = True, argv: Sequence[str] | None = None) ->
     parser = load_stage_config(files, run_args.get("meta_file"))
     names = [files] if isinstance(files, str) else list(files)
     where = " + ".join(names)
-    problems = [m for k, g in overrides if (m := unknown_override(parser, k, _value(g), where)) is not None]
+    extra = tracking_keys(run_args.get("tracking"))
+    problems = [
+        m for k, g in overrides if k not in extra and (m := unknown_override(parser, k, _value(g), where)) is not None
+    ]
     if problems:
         raise BundleConfigError("\n".join(problems))
     return [k for k, _ in overrides]
@@ -244,11 +265,12 @@ def route_overrides(
     from s4mi.bundle import as_bool
 
     given = {k for k, _ in overrides}
+    extra = tracking_keys(next((_value(g) for k, g in overrides if k == "tracking"), None))
     strict = all(as_bool(_value(g)) for k, g in overrides if k == "strict_overrides")
     routed: dict[str, list[tuple[str, list[str]]]] = {s: [] for s in stages}
     problems: list[str] = []
     for key, tokens in overrides:
-        owners = [s for s, p in stages.items() if key in RUN_ARGS or not strict or defines_key(p, key)]
+        owners = [s for s, p in stages.items() if key in RUN_ARGS | extra or not strict or defines_key(p, key)]
         if not owners:
             ids = sorted({i for p in stages.values() for i in config_ids(p.get())})
             where = f"any stage ({', '.join(stages)})"
