@@ -140,7 +140,15 @@ def _cmd_run(a: argparse.Namespace, extra: Sequence[str]) -> None:
         config = configs / f"{stage}.json"
         if not config.is_file():
             raise SystemExit(f"s4mi run: {a.bundle} has no stage {stage!r} ({config} not found)")
+    from s4mi.bundle.overrides import load_stage_config, route_overrides, split_cli_overrides
+
+    overrides = split_cli_overrides(extra)
+    parsers = {s: load_stage_config(configs / f"{s}.json", configs / "metadata.json") for s in stages}
+    routed = route_overrides(parsers, overrides)
     for stage in stages:
+        skipped = [k for k, _ in overrides if k not in {key for key, _ in routed[stage]}]
+        if skipped:
+            print(f"s4mi run: stage {stage} does not define {', '.join(skipped)}: not passed to it", flush=True)
         cmd = [
             sys.executable,
             "-m",
@@ -152,7 +160,7 @@ def _cmd_run(a: argparse.Namespace, extra: Sequence[str]) -> None:
             str(configs / "metadata.json"),
             "--logging_file",
             str(configs / "logging.conf"),
-            *extra,
+            *[t for _, tokens in routed[stage] for t in tokens],
         ]
         print(f"s4mi run: {a.bundle} stage {stage}: {shlex.join(cmd[1:])}", flush=True)
         code = subprocess.call(cmd, env=dict(os.environ))
@@ -251,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a bundle's stages in order (pretrain, then train) with the same overrides",
         description="Runs `python -m monai.bundle run` for each stage config of the bundle (configs/pretrain.json "
-        "when the bundle has one, then configs/train.json), passing every further --key value override to each.",
+        "when the bundle has one, then configs/train.json), passing each further --key value override to the stages "
+        "whose config defines the key. A key no stage defines stops the run (naming the closest key), and so does "
+        "--max_epochs (or batch_size, learning_rate) without --pretrain_epochs (pretrain_batch_size, "
+        "pretrain_learning_rate) when a pretraining stage runs.",
     )
     rn.add_argument("bundle", help="bundle name (under bundles/) or path")
     rn.add_argument("--stages", nargs="+", default=None, help="stage configs to run (default: pretrain train)")

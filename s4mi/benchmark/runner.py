@@ -140,8 +140,9 @@ def _pretrain(
             if not uses_labels:  # self-supervised: every training image, one run for every label fraction
                 pre_args["label_fraction"] = 1.0
                 pre_args.pop("samples_per_epoch", None)
-            overrides = [x for k, v in pre_args.items() for x in (f"--{k}", _cli_value(v))]
-            cmd = [*base, "--config_file", str(bundle / "configs" / "pretrain.json"), *overrides]
+            config = bundle / "configs" / "pretrain.json"
+            overrides = _cli_overrides(pre_args, [config], bundle / "configs" / "metadata.json")
+            cmd = [*base, "--config_file", str(config), *overrides]
             code, wall, peak = _run_child(cmd, pre_dir / "pretrain.log", env)
             if code != 0 or not weights.is_file():
                 raise RuntimeError(f"pretraining for {spec.name} failed (exit {code}); see {pre_dir / 'pretrain.log'}")
@@ -160,6 +161,31 @@ def _overlay(configs: Path, name: Any) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"overlay {name!r}: {path} does not exist")
     return [str(path)]
+
+
+def _cli_overrides(args: dict[str, Any], config_files: list[Path], meta_file: Path) -> list[str]:
+    """``--key value`` tokens of the ``args`` that the stage's ``config_files`` define.
+
+    The grid hands every stage the same settings (the task's, ``samples_per_epoch``, a variant's); a bundle run
+    stops on a key its configs lack (:func:`s4mi.bundle.check_overrides`), so each stage gets its own keys.
+    """
+    from s4mi.bundle.overrides import defines_key, load_stage_config
+
+    parser = load_stage_config([str(f) for f in config_files], str(meta_file))
+    return [x for k, v in args.items() if defines_key(parser, k) for x in (f"--{k}", _cli_value(v))]
+
+
+def _check_user_keys(keys: Sequence[str], configs: Path, overlay: list[str]) -> None:
+    """Raise when a setting given to the benchmark (``--set``, a method variant) names nothing in any stage."""
+    from s4mi.bundle.overrides import defines_key, load_stage_config, unknown_override
+
+    stages = [[str(configs / "train.json"), *overlay]]
+    if (configs / "pretrain.json").is_file():
+        stages.append([str(configs / "pretrain.json")])
+    parsers = [load_stage_config(files, str(configs / "metadata.json")) for files in stages]
+    for key in keys:
+        if not any(defines_key(p, key) for p in parsers):
+            raise ValueError(unknown_override(parsers[0], key, where=f"{configs.parent.name}'s configs"))
 
 
 def _cli_value(v: Any) -> str:
@@ -226,18 +252,22 @@ def run_one(
         "--logging_file",
         str(configs / "logging.conf"),
     ]
+    _check_user_keys([*variant, *spec.overrides], configs, overlay)
     pretrain_cost: dict[str, float] = {}
     if previous is None and (configs / "pretrain.json").is_file() and "pretrained_ckpt" not in args:
         weights, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env, base)
         args["pretrained_ckpt"] = str(weights)
-    overrides = [x for k, v in args.items() for x in (f"--{k}", _cli_value(v))]
+    meta = configs / "metadata.json"
     if previous is None:
-        train_cmd = [*base, "--config_file", json.dumps([str(configs / "train.json"), *overlay]), *overrides]
+        train_files = [configs / "train.json", *map(Path, overlay)]
+        train_cmd = [*base, "--config_file", json.dumps([str(f) for f in train_files])]
+        train_cmd += _cli_overrides(args, train_files, meta)
         code, wall, peak = _run_child(train_cmd, run_dir / "train.log", env)
         if code != 0:
             raise RuntimeError(f"training {spec.name} failed (exit {code}); see {run_dir / 'train.log'}")
-    eval_files = json.dumps([str(configs / "train.json"), *overlay, str(configs / "evaluate.json")])
-    eval_cmd = [*base, "--config_file", eval_files, *overrides]
+    eval_files = [configs / "train.json", *map(Path, overlay), configs / "evaluate.json"]
+    eval_cmd = [*base, "--config_file", json.dumps([str(f) for f in eval_files])]
+    eval_cmd += _cli_overrides(args, eval_files, meta)
     code, eval_wall, eval_peak = _run_child(eval_cmd, run_dir / "evaluate.log", env)
     if code != 0:
         raise RuntimeError(f"evaluating {spec.name} failed (exit {code}); see {run_dir / 'evaluate.log'}")

@@ -7,9 +7,14 @@ from pathlib import Path
 import torch
 
 from .distributed import ddp_device_ids, destroy_distributed, distributed_device, init_distributed, is_main_process
+from .outputs import protect_model, run_ckpt_dir
+from .overrides import BundleConfigError, check_overrides
+from .stages import require_first_stage
 
 __all__ = [
+    "BundleConfigError",
     "as_bool",
+    "check_overrides",
     "ddp_device_ids",
     "default_device",
     "destroy_distributed",
@@ -17,6 +22,9 @@ __all__ = [
     "init_distributed",
     "is_main_process",
     "locate_bundle_root",
+    "protect_model",
+    "require_first_stage",
+    "run_ckpt_dir",
 ]
 
 _REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"

@@ -3,7 +3,15 @@ ramps, pseudo labels."""
 
 from __future__ import annotations
 
-from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, ResumeSaver, latest_checkpoint
+from .checkpoint import (
+    AtomicCheckpointSaver,
+    BestModelSaver,
+    RandomStates,
+    ResumeLoader,
+    ResumeSaver,
+    latest_checkpoint,
+)
+from .console import EpochLossLogger, RunLengthLogger
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
@@ -27,10 +35,12 @@ from .teacher import EMATeacher
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "BestModelSaver",
     "ConstantRamp",
     "ContrastiveMonitor",
     "CosineRampDown",
     "EMATeacher",
+    "EpochLossLogger",
     "GatedRamp",
     "LinearRamp",
     "MacroConfusionMatrix",
@@ -44,6 +54,7 @@ __all__ = [
     "RampHandler",
     "RampScheduler",
     "RandomStates",
+    "RunLengthLogger",
     "ResumeLoader",
     "ResumeSaver",
     "SigmoidRamp",

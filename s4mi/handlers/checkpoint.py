@@ -19,7 +19,14 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from s4mi.bundle.distributed import is_main_process
 
-__all__ = ["AtomicCheckpointSaver", "RandomStates", "ResumeLoader", "ResumeSaver", "latest_checkpoint"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "BestModelSaver",
+    "RandomStates",
+    "ResumeLoader",
+    "ResumeSaver",
+    "latest_checkpoint",
+]
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -48,6 +55,113 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:
             super().load_state_dict(state_dict)
+
+
+class BestModelSaver:
+    """Save, as ``<save_dir>/<filename>``, the best validated of several networks (e.g. a Mean Teacher's teacher and
+    student), each validated by its own evaluator on the same data and key metric.
+
+    MONAI's :class:`~monai.handlers.CheckpointSaver` keeps the best of one evaluator's network. A Mean Teacher run
+    validates both teacher and student, and on a short schedule the student can be far better than the teacher
+    (its EMA still lags), so exporting the teacher alone throws the better model away. Each evaluator but the one
+    this saver is attached to reports its key metric through :meth:`watch`; when the attached evaluator completes,
+    the saver compares the roles validated at that epoch (higher is better, a tie goes to the attached role), and
+    writes the winner's plain state dict atomically whenever it beats the best saved so far. It logs which role it
+    exported. Its ``state_dict`` (best metric, role, epoch) goes in the resume checkpoint, like ``CheckpointSaver``'s.
+
+    Args:
+        save_dir: the folder to write to (``ckpt_dir``).
+        models: role -> network (``DataParallel``/``DistributedDataParallel`` are unwrapped).
+        main: the role of the evaluator the saver is attached to.
+        export: ``"best"`` (any role) or one role (e.g. ``"teacher"``: the teacher only, as before).
+        filename: the file name.
+
+    Raises:
+        ValueError: ``export`` is neither ``"best"`` nor a role, or ``main`` is not a role.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        models: Mapping[str, torch.nn.Module],
+        main: str = "teacher",
+        export: str = "best",
+        filename: str = "model.pt",
+    ) -> None:
+        if main not in models:
+            raise ValueError(f"BestModelSaver: main role {main!r} is not one of the models {sorted(models)}")
+        if export != "best" and export not in models:
+            raise ValueError(f"export_model must be 'best' or one of {sorted(models)}, got {export!r}")
+        self.path = Path(save_dir) / filename
+        self.models = dict(models)
+        self.main = main
+        self.export = export
+        self.best_metric = -float("inf")
+        self.best_role = ""
+        self.best_epoch = 0
+        self._latest: dict[str, tuple[int, float, str]] = {}
+
+    def watch(self, role: str) -> _MetricWatcher:
+        """A handler to attach to ``role``'s evaluator: it reports that evaluator's key metric to this saver."""
+        if role not in self.models:
+            raise ValueError(f"BestModelSaver: {role!r} is not one of the models {sorted(self.models)}")
+        return _MetricWatcher(self, role)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _record(self, role: str, engine: Engine) -> None:
+        name = getattr(engine.state, "key_metric_name", None)
+        if name is None or name not in engine.state.metrics:
+            raise KeyError(f"BestModelSaver: the {role} evaluator has no key metric ({sorted(engine.state.metrics)})")
+        self._latest[role] = (int(engine.state.epoch), float(engine.state.metrics[name]), str(name))
+
+    def __call__(self, engine: Engine) -> None:
+        self._record(self.main, engine)
+        epoch = int(engine.state.epoch)
+        roles = [self.main] + [r for r in self.models if r != self.main]
+        now = {r: self._latest[r] for r in roles if r in self._latest and self._latest[r][0] == epoch}
+        allowed = [r for r in now if self.export in ("best", r)]
+        if not allowed:
+            return
+        role = max(allowed, key=lambda r: now[r][1])  # max keeps the first of equals: the main role
+        value = now[role][1]
+        if not value > self.best_metric:
+            return
+        self.best_metric, self.best_role, self.best_epoch = value, role, epoch
+        if not is_main_process():
+            return
+        net = self.models[role]
+        if isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            net = net.module
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+        os.replace(tmp, self.path)
+        others = ", ".join(f"{r} {now[r][2]} {now[r][1]:.4f}" for r in now if r != role)
+        logging.getLogger(__name__).info(
+            f"s4mi: epoch {epoch}: exported the {role} ({now[role][2]} {value:.4f}"
+            + (f"; {others}" if others else "")
+            + f") to {self.path}"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_metric": self.best_metric, "best_role": self.best_role, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.best_metric = float(state_dict.get("best_metric", -float("inf")))
+        self.best_role = str(state_dict.get("best_role", ""))
+        self.best_epoch = int(state_dict.get("best_epoch", 0))
+
+
+class _MetricWatcher:
+    """Reports one evaluator's key metric to a :class:`BestModelSaver` (see :meth:`BestModelSaver.watch`)."""
+
+    def __init__(self, saver: BestModelSaver, role: str) -> None:
+        self.saver, self.role = saver, role
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: self.saver._record(self.role, e))
 
 
 class RandomStates:

@@ -52,6 +52,8 @@ def s4mi_overrides(
     * ``output_dir`` = ``<bundle>/runs/monailabel`` and ``resume_ckpt`` = ``""``: every MONAI Label training starts
       from ``models/model.pt`` (MONAI Label's own ``CheckpointLoader``) with the datastore's current labels, instead
       of resuming an earlier run's checkpoint, which was taken on other data and may have finished already.
+    * ``ckpt_dir`` = ``<bundle>/models`` and ``overwrite_model``: the new model replaces ``models/model.pt``, which
+      MONAI Label's inference reads (a run with another ``output_dir`` would otherwise write ``<output_dir>/models``).
     * ``progress_bar`` off (the server log keeps every line).
     * ``pretrained_ckpt`` = ``""`` for a two-stage bundle (S2MTS2) that has a ``models/model.pt``: training starts
       from that model, which already holds the fine-tuned backbone, so the pretraining stage's weights are not needed.
@@ -65,6 +67,8 @@ def s4mi_overrides(
 
     out: dict[str, Any] = {
         "output_dir": os.path.join(str(bundle_path), "runs", "monailabel"),
+        "ckpt_dir": os.path.join(str(bundle_path), "models"),
+        "overwrite_model": True,
         "resume_ckpt": "",
         "progress_bar": False,
     }

@@ -45,6 +45,21 @@ def test_bundles_found() -> None:
     )
 
 
+def _stage_args(name: str, config: str | list[str], args: tuple[str, ...]) -> list[str]:
+    """The overrides of ``args`` for this stage: as ``s4mi run`` does, a key that only another stage of the bundle
+    defines (``pretrain_epochs`` for train.json) is left out; a key no stage defines stays (the run rejects it)."""
+    from s4mi.bundle.overrides import defines_key, load_stage_config, split_cli_overrides
+
+    cfg = _configs(name)
+    this = load_stage_config([cfg / c for c in ([config] if isinstance(config, str) else config)])
+    stages = [f for f in sorted(cfg.glob("*.json")) if f.name != "metadata.json"]
+    stand_alone = ("train.json", "pretrain.json", "inference.json")  # others are overlays merged over train.json
+    others = [load_stage_config([f] if f.name in stand_alone else [cfg / "train.json", f]) for f in stages]
+    pairs = split_cli_overrides(args)
+    keep = [k for k, _ in pairs if defines_key(this, k) or not any(defines_key(o, k) for o in others)]
+    return [t for k, tokens in pairs if k in keep for t in tokens]
+
+
 def _bundle_cmd(name: str, config: str | list[str], *args: str) -> list[str]:
     cfg = _configs(name)
     files = str(cfg / config) if isinstance(config, str) else json.dumps([str(cfg / c) for c in config])
@@ -59,7 +74,7 @@ def _bundle_cmd(name: str, config: str | list[str], *args: str) -> list[str]:
         str(cfg / "metadata.json"),
         "--logging_file",
         str(cfg / "logging.conf"),
-        *args,
+        *_stage_args(name, config, args),
     ]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -160,3 +161,70 @@ def test_resume_saver_writes_only_on_the_main_process(tmp_path: Path, monkeypatc
     monkeypatch.setattr(checkpoint, "is_main_process", lambda: True)
     engine.run([0, 1], max_epochs=2)
     assert [f.name for f in tmp_path.glob("*.pt")] == ["checkpoint_iteration=4.pt"]
+
+
+def _evaluator(scores: list[float], name: str) -> Engine:
+    """A tiny evaluator whose key metric at epoch e (its run number) is scores[e - 1]."""
+    ev = Engine(lambda e, b: None)
+    ev.state.key_metric_name = name
+
+    @ev.on(Events.EPOCH_COMPLETED)
+    def _metric(e: Engine) -> None:  # before the savers, as MONAI's metrics are
+        e.state.metrics[name] = scores[e.state.epoch - 1]
+
+    return ev
+
+
+def _train_with_best_saver(
+    tmp_path: Path, export: str, student_scores: list[float], teacher_scores: list[float]
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    from s4mi.handlers import BestModelSaver
+
+    student, teacher = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        student.weight.fill_(1.0)
+        teacher.weight.fill_(2.0)
+    saver = BestModelSaver(tmp_path, {"teacher": teacher, "student": student}, main="teacher", export=export)
+    ev_student, ev_teacher = (
+        _evaluator(student_scores, "val_student_mean_dice"),
+        _evaluator(teacher_scores, "val_mean_dice"),
+    )
+    saver.watch("student").attach(ev_student)
+    saver.attach(ev_teacher)
+    trainer = Engine(lambda e, b: None)
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _validate(e: Engine) -> None:  # student first, as the bundles' ValidationHandlers run
+        for ev in (ev_student, ev_teacher):
+            ev.state.max_epochs = e.state.epoch  # a ValidationHandler runs the evaluator once per trainer epoch
+            ev.run([0], max_epochs=e.state.epoch)
+
+    trainer.run([0], max_epochs=len(student_scores))
+    return saver, torch.load(tmp_path / "model.pt", weights_only=True)
+
+
+def test_best_model_saver_exports_the_better_of_teacher_and_student(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="s4mi.handlers.checkpoint"):
+        saver, state = _train_with_best_saver(tmp_path / "best", "best", [0.61, 0.50], [0.34, 0.40])
+    assert torch.equal(state["weight"], torch.ones(1, 2)), "the student (0.61) beats every teacher score"
+    assert (saver.best_role, saver.best_epoch, saver.best_metric) == ("student", 1, 0.61)
+    assert [r.getMessage() for r in caplog.records if "exported" in r.getMessage()] == [
+        f"s4mi: epoch 1: exported the student (val_student_mean_dice 0.6100; teacher val_mean_dice 0.3400) to "
+        f"{tmp_path / 'best' / 'model.pt'}"
+    ]
+    # a teacher that overtakes the student later is exported then
+    saver, state = _train_with_best_saver(tmp_path / "later", "best", [0.61, 0.62], [0.34, 0.70])
+    assert torch.equal(state["weight"], torch.full((1, 2), 2.0)) and saver.best_role == "teacher"
+    # export_model=teacher keeps the teacher-only behaviour
+    saver, state = _train_with_best_saver(tmp_path / "teacher", "teacher", [0.61, 0.50], [0.34, 0.40])
+    assert torch.equal(state["weight"], torch.full((1, 2), 2.0))
+    assert (saver.best_role, saver.best_epoch, saver.best_metric) == ("teacher", 2, 0.40)
+    restored = type(saver)(tmp_path, {"teacher": torch.nn.Linear(2, 1)}, export="teacher")
+    restored.load_state_dict(saver.state_dict())
+    assert restored.state_dict() == saver.state_dict()
+    with pytest.raises(ValueError, match="export_model must be 'best' or one of"):
+        type(saver)(tmp_path, {"teacher": torch.nn.Linear(2, 1)}, export="studnet")

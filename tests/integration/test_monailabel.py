@@ -351,6 +351,7 @@ def test_overrides_feed_unlabelled_stream() -> None:
     out = s4mi_overrides(sup, "/b", base)
     assert out["max_epochs"] == 3 and out["device"] == torch.device("cpu") and out["resume_ckpt"] == ""
     assert out["output_dir"] == os.path.join("/b", "runs", "monailabel") and "train#unlabeled_dataset#data" not in out
+    assert out["ckpt_dir"] == os.path.join("/b", "models") and out["overwrite_model"] is True  # what /infer reads
     out = s4mi_overrides(semi, "/b", base, unlabeled=[{"image": "u1"}, {"image": "u2"}], unlabeled_batch_size=16)
     assert out["train#unlabeled_dataset#data"] == [{"image": "u1"}, {"image": "u2"}]
     assert out["unlabeled_batch_size"] == 2
