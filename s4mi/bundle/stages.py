@@ -19,7 +19,7 @@ def require_first_stage(
     """Stop a second stage, before it builds anything, when the first stage's weights are not there.
 
     Called first in the ``run`` list of a two-stage bundle's ``train.json``. The loaders it guards
-    (:func:`s4mi.networks.load_pretrained_backbone`, :func:`s4mi.networks.load_teacher`) raise a
+    (:func:`s4mi.handlers.load_pretrained_backbone`, :func:`s4mi.handlers.load_teacher`) raise a
     ``FileNotFoundError`` that MONAI would bury under "Failed to evaluate ConfigExpression"; this raises
     :class:`~s4mi.bundle.BundleConfigError`, so the user's last line says what to run.
 
