@@ -128,36 +128,12 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
 
 
 def _cmd_run(a: argparse.Namespace, extra: Sequence[str]) -> None:
-    import os
-    import subprocess
+    from s4mi.bundle.stages import StageError, run_stages
 
-    from s4mi.bundle import locate_bundle_root
-
-    given = Path(a.bundle)
-    configs = (given if (given / "configs").is_dir() else Path(locate_bundle_root(a.bundle))) / "configs"
-    stages = a.stages or [s for s in ("pretrain", "train") if (configs / f"{s}.json").is_file()]
-    for stage in stages:
-        config = configs / f"{stage}.json"
-        if not config.is_file():
-            raise SystemExit(f"s4mi run: {a.bundle} has no stage {stage!r} ({config} not found)")
-    for stage in stages:
-        cmd = [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            str(configs / f"{stage}.json"),
-            "--meta_file",
-            str(configs / "metadata.json"),
-            "--logging_file",
-            str(configs / "logging.conf"),
-            *extra,
-        ]
-        print(f"s4mi run: {a.bundle} stage {stage}: {shlex.join(cmd[1:])}", flush=True)
-        code = subprocess.call(cmd, env=dict(os.environ))
-        if code != 0:
-            raise SystemExit(f"s4mi run: stage {stage} of {a.bundle} failed (exit {code})")
+    try:
+        run_stages(a.bundle, extra, names=a.stages, echo=lambda line: print(f"s4mi run: {line}", flush=True))
+    except StageError as e:
+        raise SystemExit(f"s4mi run: {e}") from None
 
 
 def _cmd_bundles_build(a: argparse.Namespace) -> None:

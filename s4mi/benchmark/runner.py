@@ -14,10 +14,8 @@ import math
 import os
 import re
 import statistics
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -27,11 +25,28 @@ from typing import Any
 from tqdm import tqdm
 
 from s4mi.bundle import locate_bundle_root
+from s4mi.bundle.stages import (
+    StageRun,
+    bundle_stages,
+    first_stage_overrides,
+    is_semi_supervised,
+    monai_bundle_command,
+    next_stage_overrides,
+    run_command,
+)
 from s4mi.data.datalist import load_datalist
 from s4mi.data.phantoms import PHANTOMS
 from s4mi.data.prepare import phantom_datalist
 
-__all__ = ["RunSpec", "is_semi_supervised", "parse_method", "parse_overrides", "run_grid", "summarise", "write_reports"]
+__all__ = [
+    "RunSpec",
+    "method_is_semi_supervised",
+    "parse_method",
+    "parse_overrides",
+    "run_grid",
+    "summarise",
+    "write_reports",
+]
 
 
 def parse_overrides(pairs: Sequence[str], what: str = "overrides") -> dict[str, Any]:
@@ -110,46 +125,46 @@ def first_stage_dir(spec: RunSpec, out_dir: Path) -> tuple[Path, bool]:
     labels (``"pretrain_uses_labels": true``).
     """
     bundle_name, variant = parse_method(spec.method)
-    stage0 = json.loads((Path(locate_bundle_root(bundle_name)) / "configs" / "pretrain.json").read_text())
-    shared = ",".join(f"{k}={v}" for k, v in variant.items() if k in stage0)
-    uses_labels = bool(stage0.get("pretrain_uses_labels", False))
+    (stage0,) = bundle_stages(bundle_name, ["pretrain"])
+    keys = stage0.read()
+    shared = ",".join(f"{k}={v}" for k, v in variant.items() if k in keys)
+    uses_labels = stage0.uses_labels
     pre_dir = out_dir / "pretrain" / _dirname(f"{bundle_name}:{shared}" if shared else bundle_name)
     return (pre_dir / f"frac{spec.fraction:g}" if uses_labels else pre_dir) / f"seed{spec.seed}", uses_labels
 
 
 def _pretrain(
-    spec: RunSpec, bundle: Path, out_dir: Path, args: dict[str, Any], env: dict[str, str], base: list[str]
-) -> tuple[Path, dict[str, float]]:
+    spec: RunSpec, bundle: Path, out_dir: Path, args: dict[str, Any], env: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, float]]:
     """Run the bundle's first stage (``configs/pretrain.json``) once per (method, seed); return its weights and cost.
 
     Self-supervised pretraining reads every training image (labelled or not) and no label, so one run serves every
     label fraction. A first stage that trains on the labels (``"pretrain_uses_labels": true``, e.g. the teacher of
     online pseudo-labelling) runs once per (fraction, seed). Variants that differ only in settings the first stage
     does not read share it. Runs of the grid that need the same first stage wait for it; a finished one is reused,
-    a stopped one resumes.
+    a stopped one resumes. Returns the overrides that link the second stage to it, and its cost.
     """
-    pre_dir, uses_labels = first_stage_dir(spec, out_dir)
-    weights = pre_dir / "models" / "pretrained.pt"
+    pre_dir, _ = first_stage_dir(spec, out_dir)
+    (stage,) = bundle_stages(bundle, ["pretrain"])
+    link = next_stage_overrides(pre_dir)
+    weights = Path(link["pretrained_ckpt"])
     cost_file = pre_dir / "pretrain.json"
     with _PRETRAIN_LOCKS_GUARD:
         lock = _PRETRAIN_LOCKS.setdefault(pre_dir, threading.Lock())
     with lock:
         if not (weights.is_file() and cost_file.is_file()):
             pre_dir.mkdir(parents=True, exist_ok=True)
-            pre_args = {**args, "output_dir": str(pre_dir), "ckpt_dir": str(pre_dir / "models")}
-            if not uses_labels:  # self-supervised: every training image, one run for every label fraction
-                pre_args["label_fraction"] = 1.0
-                pre_args.pop("samples_per_epoch", None)
-            overrides = [x for k, v in pre_args.items() for x in (f"--{k}", _cli_value(v))]
-            cmd = [*base, "--config_file", str(bundle / "configs" / "pretrain.json"), *overrides]
-            code, wall, peak = _run_child(cmd, pre_dir / "pretrain.log", env)
-            if code != 0 or not weights.is_file():
-                raise RuntimeError(f"pretraining for {spec.name} failed (exit {code}); see {pre_dir / 'pretrain.log'}")
-            cost = {"pretrain_wall_s": round(wall, 1), "pretrain_peak_rss_mib": round(peak, 1)}
+            cmd = monai_bundle_command([stage.config_file], stage.configs, first_stage_overrides(stage, args, pre_dir))
+            run = run_command(cmd, pre_dir / "pretrain.log", env)
+            if run.code != 0 or not weights.is_file():
+                raise RuntimeError(
+                    f"pretraining for {spec.name} failed (exit {run.code}); see {pre_dir / 'pretrain.log'}"
+                )
+            cost = {"pretrain_wall_s": round(run.wall_s, 1), "pretrain_peak_rss_mib": round(run.peak_rss_mib, 1)}
             tmp = cost_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(cost) + "\n")
             os.replace(tmp, cost_file)
-    return weights, json.loads(cost_file.read_text())
+    return link, json.loads(cost_file.read_text())
 
 
 def _overlay(configs: Path, name: Any) -> list[str]:
@@ -160,21 +175,6 @@ def _overlay(configs: Path, name: Any) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"overlay {name!r}: {path} does not exist")
     return [str(path)]
-
-
-def _cli_value(v: Any) -> str:
-    return v if isinstance(v, str) else repr(v)  # fire reads Python literals (False, None), not JSON
-
-
-def _run_child(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, float, float]:
-    """Run ``cmd`` with output to ``log``; return (exit code, wall seconds, peak RSS in MiB)."""
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    peak_mib = usage.ru_maxrss / 1024.0  # Linux reports KiB
-    return proc.returncode, time.perf_counter() - start, peak_mib
 
 
 def _last_jsonl(path: Path) -> dict[str, Any]:
@@ -216,43 +216,36 @@ def run_one(
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    base = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--meta_file",
-        str(configs / "metadata.json"),
-        "--logging_file",
-        str(configs / "logging.conf"),
-    ]
+    stages = bundle_stages(bundle)
+    train = stages[-1]
     pretrain_cost: dict[str, float] = {}
-    if previous is None and (configs / "pretrain.json").is_file() and "pretrained_ckpt" not in args:
-        weights, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env, base)
-        args["pretrained_ckpt"] = str(weights)
-    overrides = [x for k, v in args.items() for x in (f"--{k}", _cli_value(v))]
+    if previous is None and len(stages) > 1 and "pretrained_ckpt" not in args:
+        link, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env)
+        args.update(link)
+    trained: StageRun | None = None
     if previous is None:
-        train_cmd = [*base, "--config_file", json.dumps([str(configs / "train.json"), *overlay]), *overrides]
-        code, wall, peak = _run_child(train_cmd, run_dir / "train.log", env)
-        if code != 0:
-            raise RuntimeError(f"training {spec.name} failed (exit {code}); see {run_dir / 'train.log'}")
-    eval_files = json.dumps([str(configs / "train.json"), *overlay, str(configs / "evaluate.json")])
-    eval_cmd = [*base, "--config_file", eval_files, *overrides]
-    code, eval_wall, eval_peak = _run_child(eval_cmd, run_dir / "evaluate.log", env)
-    if code != 0:
-        raise RuntimeError(f"evaluating {spec.name} failed (exit {code}); see {run_dir / 'evaluate.log'}")
+        train_cmd = monai_bundle_command([train.config_file, *overlay], configs, args)
+        trained = run_command(train_cmd, run_dir / "train.log", env)
+        if trained.code != 0:
+            raise RuntimeError(f"training {spec.name} failed (exit {trained.code}); see {run_dir / 'train.log'}")
+    eval_cmd = monai_bundle_command([train.config_file, *overlay, configs / "evaluate.json"], configs, args)
+    evaluated = run_command(eval_cmd, run_dir / "evaluate.log", env)
+    if evaluated.code != 0:
+        raise RuntimeError(f"evaluating {spec.name} failed (exit {evaluated.code}); see {run_dir / 'evaluate.log'}")
+    eval_wall, eval_peak = evaluated.wall_s, evaluated.peak_rss_mib
     test = _last_jsonl(run_dir / "test_metrics.jsonl")
     if previous is not None:
         row = {k: v for k, v in previous.items() if not k.startswith("test_")}
         row["eval_wall_s"] = round(eval_wall, 1)
     else:
+        assert trained is not None
         metrics = run_dir / "metrics.jsonl"  # none when the overlay trains nothing (an exported first-stage model)
         val = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()] if metrics.is_file() else []
         row = {
             **asdict(spec),
-            "train_wall_s": round(wall, 1),
+            "train_wall_s": round(trained.wall_s, 1),
             "eval_wall_s": round(eval_wall, 1),
-            "peak_rss_mib": round(max(peak, eval_peak), 1),
+            "peak_rss_mib": round(max(trained.peak_rss_mib, eval_peak), 1),
             "epochs": len(val),
             **pretrain_cost,
         }
@@ -278,16 +271,16 @@ def task_arguments(task: str, phantom_n: int = 1000) -> tuple[dict[str, Any], in
     return args, n_train
 
 
-def is_semi_supervised(method: str) -> bool:
-    """True for a bundle that trains on unlabelled data too (its ``train`` section has an ``unlabeled_dataset``),
-    unless the variant's overlay says ``"semi_supervised": false`` (e.g. ``overlay=export_teacher``)."""
+def method_is_semi_supervised(method: str) -> bool:
+    """:func:`s4mi.bundle.stages.is_semi_supervised` for a method: its bundle's ``train.json`` merged with the
+    variant's overlay (``overlay=export_teacher`` trains nothing and says ``"semi_supervised": false``).
+
+    Raises:
+        FileNotFoundError: the bundle or the variant's overlay does not exist.
+    """
     name, variant = parse_method(method)
     configs = Path(locate_bundle_root(name)) / "configs"
-    for overlay in _overlay(configs, variant.get("overlay")):
-        if json.loads(Path(overlay).read_text()).get("semi_supervised") is False:
-            return False
-    config = json.loads((configs / "train.json").read_text())
-    return "unlabeled_dataset" in config.get("train", {})
+    return is_semi_supervised(configs / "train.json", _overlay(configs, variant.get("overlay")))
 
 
 def run_grid(
@@ -330,7 +323,7 @@ def run_grid(
     task_args, n_train = task_arguments(task, phantom_n)
     if equal_steps:
         task_args["samples_per_epoch"] = n_train
-    semi = {m: is_semi_supervised(m) for m in methods}
+    semi = {m: method_is_semi_supervised(m) for m in methods}
     specs = [
         RunSpec(m, f, s, dict(overrides or {}))
         for m in methods

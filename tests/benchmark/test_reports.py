@@ -85,8 +85,8 @@ def test_grid_skips_semi_supervised_at_full_labels_and_runs_jobs_in_parallel(
 
     from s4mi.benchmark import runner
 
-    assert runner.is_semi_supervised("mean_teacher_polyp_segmentation")
-    assert not runner.is_semi_supervised("supervised_polyp_segmentation")
+    assert runner.method_is_semi_supervised("mean_teacher_polyp_segmentation")
+    assert not runner.method_is_semi_supervised("supervised_polyp_segmentation")
     monkeypatch.setattr(runner, "task_arguments", lambda task, n: ({"phantom": task}, 100))
     running, peak = [0], [0]
     lock = threading.Lock()
@@ -210,7 +210,7 @@ def test_pretraining_runs_once_per_seed_and_serves_every_fraction(tmp_path: Path
 
 
 def test_first_stage_folders_are_shared_by_second_stage_variants(tmp_path: Path) -> None:
-    from s4mi.benchmark.runner import first_stage_dir, is_semi_supervised
+    from s4mi.benchmark.runner import first_stage_dir, method_is_semi_supervised
 
     opl = "online_pseudolabel_polyp_segmentation"
     offline, online = f"{opl}:online=false,teacher_source=teacher", f"{opl}:online=true"
@@ -226,7 +226,7 @@ def test_first_stage_folders_are_shared_by_second_stage_variants(tmp_path: Path)
     assert not uses_labels and b == first_stage_dir(RunSpec(s2, 0.5, 0), tmp_path)[0]
     assert b != first_stage_dir(RunSpec(f"{s2}:jcl_lambda_max=0", 0.1, 0), tmp_path)[0]
     # an overlay that trains nothing is not semi-supervised: it runs at 100 % labels too
-    assert is_semi_supervised(online)
-    assert not is_semi_supervised(f"{opl}:overlay=export_teacher")
+    assert method_is_semi_supervised(online)
+    assert not method_is_semi_supervised(f"{opl}:overlay=export_teacher")
     with pytest.raises(FileNotFoundError, match="overlay"):
-        is_semi_supervised(f"{opl}:overlay=nope")
+        method_is_semi_supervised(f"{opl}:overlay=nope")
