@@ -196,7 +196,7 @@ def run_one(
     result_file = run_dir / "result.json"
     previous = json.loads(result_file.read_text()) if result_file.is_file() else None
     if previous is not None and not reevaluate:
-        return previous
+        return {**split_counts(run_dir), **previous}  # results written before the counts were recorded get them
     run_dir.mkdir(parents=True, exist_ok=True)
     bundle_name, variant = parse_method(spec.method)
     bundle = Path(locate_bundle_root(bundle_name))
@@ -251,10 +251,33 @@ def run_one(
         }
         row.pop("overrides")
     row.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items() if k not in ("epoch", "wall_s")})
+    row.update(split_counts(run_dir))
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(row, indent=4) + "\n")
     os.replace(tmp, result_file)
     return row
+
+
+def task_unlabeled(task: str) -> int:
+    """How many images the task's datalist lists in its own ``unlabeled`` section (a phantom has none)."""
+    if task in PHANTOMS:
+        return 0
+    return len(load_datalist(Path(task), check_files=False).get("unlabeled") or [])
+
+
+def split_counts(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The labelled and unlabelled training images a run used, from the split it saved (``output_dir/split.json``).
+
+    Returns ``{"labelled": n, "unlabelled": u, "labelled_share": n / (n + u)}``, or ``{}`` when the run saved no
+    split. The share is that of the labelled images among all training images (labelled and unlabelled), which
+    differs from the label fraction asked for when the datalist has an ``unlabeled`` section of its own.
+    """
+    path = Path(run_dir) / "split.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    n, u = len(data.get("training") or []), len(data.get("unlabeled") or [])
+    return {"labelled": n, "unlabelled": u, "labelled_share": n / (n + u) if n + u else float("nan")}
 
 
 def task_arguments(task: str, phantom_n: int = 1000) -> tuple[dict[str, Any], int]:
@@ -298,7 +321,8 @@ def run_grid(
 ) -> list[dict[str, Any]]:
     """Run every (method, fraction, seed) and return the result rows.
 
-    Semi-supervised bundles are skipped at fraction 1 (there is no unlabelled data left to use).
+    At fraction 1 every training image of the task is labelled: a semi-supervised bundle runs only when the datalist
+    has an ``unlabeled`` section of its own, and is skipped otherwise, with a line on the console saying so.
 
     Args:
         task: phantom name or datalist path.
@@ -324,12 +348,21 @@ def run_grid(
     if equal_steps:
         task_args["samples_per_epoch"] = n_train
     semi = {m: method_is_semi_supervised(m) for m in methods}
+    no_unlabeled = task_unlabeled(task) == 0
+    skipped = [m for m in methods if semi[m] and no_unlabeled and any(f >= 1.0 for f in fractions)]
+    for m in skipped:
+        print(
+            f"s4mi benchmark: skipping {m} at 100 % labels ({len(seeds)} run(s)): it is semi-supervised and at "
+            f"fraction 1 the task {task!r} leaves no unlabelled image (its datalist has no 'unlabeled' section); "
+            "give a datalist with an 'unlabeled' section to run it at 100 %",
+            flush=True,
+        )
     specs = [
         RunSpec(m, f, s, dict(overrides or {}))
         for m in methods
         for f in fractions
         for s in seeds
-        if not (semi[m] and f >= 1.0)
+        if not (m in skipped and f >= 1.0)
     ]
     rows: list[dict[str, Any] | None] = [None] * len(specs)
     with tqdm(total=len(specs), desc="s4mi benchmark", unit="run", file=sys.stdout) as bar:
@@ -365,6 +398,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (method, fraction), rs in sorted(groups.items()):
         s: dict[str, Any] = {"method": method, "fraction": fraction, "n_seeds": len(rs)}
+        if all("labelled" in r for r in rs):
+            counts = [int(r["labelled"]) for r in rs]
+            s.update(labelled_min=min(counts), labelled_max=max(counts))
+            s["labelled_share"] = statistics.fmean(float(r["labelled_share"]) for r in rs)
         for col in [*_metric_columns(rs), "train_wall_s", "pretrain_wall_s", "peak_rss_mib"]:
             vals = [float(r[col]) for r in rs if col in r and not math.isnan(float(r[col]))]
             s[col] = statistics.fmean(vals) if vals else float("nan")
@@ -381,6 +418,8 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
     csv_path = out / "results.csv"
     pretrained = any("pretrain_wall_s" in r for r in rows)
     fields = ["method", "fraction", "seed", *metrics, "epochs", "train_wall_s", "eval_wall_s", "peak_rss_mib"]
+    if any("labelled" in r for r in rows):
+        fields[3:3] = ["labelled", "unlabelled", "labelled_share"]
     if pretrained:
         fields[-1:-1] = ["pretrain_wall_s"]
     with open(csv_path, "w", newline="") as f:
@@ -400,7 +439,7 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
-        cells = [s["method"], f"{100 * s['fraction']:g} %", str(s["n_seeds"])]
+        cells = [s["method"], _labels_cell(s), str(s["n_seeds"])]
         cells += [f"{s[m]:.4f} ± {s[m + '_std']:.4f}" for m in metrics]
         cells.append(f"{s['train_wall_s']:.0f}")
         if pretrained:
@@ -410,10 +449,26 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
         lines.append("| " + " | ".join(cells) + " |")
     md_path = out / "results.md"
     preamble = f"Command: `{command}`\n\n" if command else ""
-    md_path.write_text(preamble + "Test-set metrics, mean ± sample std over seeds.\n\n" + "\n".join(lines) + "\n")
+    legend = "Test-set metrics, mean ± sample std over seeds."
+    if any("labelled_min" in s for s in summary):
+        legend += (
+            " Labels: the labelled training images each run used and their share of all training images (labelled"
+            " and unlabelled), from its split.json; the label fraction asked for is in results.csv."
+        )
+    md_path.write_text(preamble + legend + "\n\n" + "\n".join(lines) + "\n")
     png_path = out / "results.png"
     _plot(summary, metrics, png_path)
     return {"csv": csv_path, "markdown": md_path, "plot": png_path}
+
+
+def _labels_cell(s: dict[str, Any]) -> str:
+    """``"70 (10 %)"``: labelled images and share actually used (a range over seeds when they differ); the fraction
+    asked for (``"10 %"``) for results without split counts."""
+    if "labelled_min" not in s:
+        return f"{100 * s['fraction']:g} %"
+    lo, hi = s["labelled_min"], s["labelled_max"]
+    count = f"{lo}" if lo == hi else f"{lo}–{hi}"
+    return f"{count} ({100 * s['labelled_share']:.3g} %)"
 
 
 def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
@@ -444,7 +499,7 @@ def _figure(summary: list[dict[str, Any]], metrics: list[str]) -> Any:
         ticks = sorted({100 * s["fraction"] for s in summary})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("labelled share of training (%)")
+        ax.set_xlabel("label fraction asked (% of the training section)")
         ax.set_title(metric.removeprefix("test_"))
         ax.grid(alpha=0.3)
     # below the axes, one method per entry with its settings wrapped at the commas: a variant such as
