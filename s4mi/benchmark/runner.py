@@ -322,7 +322,8 @@ def run_grid(
     """Run every (method, fraction, seed) and return the result rows.
 
     At fraction 1 every training image of the task is labelled: a semi-supervised bundle runs only when the datalist
-    has an ``unlabeled`` section of its own, and is skipped otherwise, with a line on the console saying so.
+    has an ``unlabeled`` section of its own, and is skipped otherwise, with a line on the console saying so. Runs
+    that finished before (their ``result.json`` exists) are reused, also said on the console.
 
     Args:
         task: phantom name or datalist path.
@@ -364,6 +365,13 @@ def run_grid(
         for s in seeds
         if not (m in skipped and f >= 1.0)
     ]
+    finished = [spec.name for spec in specs if (out / "runs" / spec.name / "result.json").is_file()]
+    if finished and not reevaluate:
+        print(
+            f"s4mi benchmark: {len(finished)} of {len(specs)} run(s) already finished in {out / 'runs'} are reused, "
+            "not run again (pass --reevaluate to test them again, or delete their result.json to train again)",
+            flush=True,
+        )
     rows: list[dict[str, Any] | None] = [None] * len(specs)
     with tqdm(total=len(specs), desc="s4mi benchmark", unit="run", file=sys.stdout) as bar:
         if jobs <= 1:

@@ -279,6 +279,13 @@ def test_grid_runs_semi_supervised_at_full_labels_on_a_datalist_with_its_own_unl
     assert "skipping mean_teacher_polyp_segmentation at 100 % labels (2 run(s))" in out, out
     assert "no 'unlabeled' section" in out and "supervised_polyp_segmentation at" not in out
 
+    # finished runs are reused, and the console says so
+    done = tmp_path / "b" / "runs" / RunSpec("supervised_polyp_segmentation", 0.5, 1).name / "result.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    runner.run_grid(task, methods, [0.5, 1.0], [0, 1], tmp_path / "b")
+    assert f"1 of 6 run(s) already finished in {tmp_path / 'b' / 'runs'} are reused" in capsys.readouterr().out
+
 
 def test_split_counts_and_labels_column(tmp_path: Path) -> None:
     import json
