@@ -80,11 +80,18 @@ def test_is_semi_supervised_one_test_for_configs_files_and_overlays() -> None:
     export = BUNDLES / OPL / "configs" / "export_teacher.json"
     assert not is_semi_supervised(train(OPL), [export])
     assert is_semi_supervised(train(OPL), [export, {"semi_supervised": True}])
-    # a semi-supervised loader alone (no unlabeled_dataset key) is enough; a partial train section merges
+    # a semi-supervised loader alone (no unlabeled_dataset key) is enough
     loader = {"train": {"loader": {"_target_": "s4mi.data.loaders.SemiSupervisedLoader"}}}
     assert is_semi_supervised(loader)
-    assert is_semi_supervised(train(SUP), [{"train": {"unlabeled_dataset": {"data": []}}}])
     assert not is_semi_supervised({"train": {"loader": {"_target_": "monai.data.DataLoader"}}})
+    # merged as monai.bundle merges files: a top-level key replaces, "+key" merges, "a#b" sets a nested value
+    plain = {"train": {"loader": {"_target_": "monai.data.DataLoader"}}}
+    assert not is_semi_supervised(train(MT), [plain]), "the overlay's train section replaces the whole section"
+    assert is_semi_supervised(train(MT), [{"+train": {"handlers": []}}])
+    assert is_semi_supervised(train(SUP), [{"train#unlabeled_dataset": {"data": []}}])
+    mt = train(MT)
+    is_semi_supervised(mt, [{"+train": {"handlers": []}}])
+    assert mt == train(MT), "the caller's config is not changed"
 
 
 def test_model_start_overrides(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ all of them ask this module which stages a bundle has and how they link:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shlex
@@ -122,9 +123,9 @@ def bundle_stages(bundle: str | os.PathLike, names: Sequence[str] | None = None)
     return stages
 
 
-def _as_config(config: Mapping[str, Any] | str | os.PathLike) -> Mapping[str, Any]:
+def _as_config(config: Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]:
     if isinstance(config, Mapping):
-        return config
+        return copy.deepcopy(dict(config))  # a "+key" merge below updates values in place
     path = Path(config)
     if path.is_dir():  # a bundle folder: its last stage
         path = bundle_configs(path) / f"{STAGES[-1]}.json"
@@ -136,27 +137,29 @@ def is_semi_supervised(
 ) -> bool:
     """True when training with ``config`` (merged with ``overlays``) draws an unlabelled stream.
 
-    That is a ``train#unlabeled_dataset`` or a ``train#loader`` that is a
-    :class:`s4mi.data.loaders.SemiSupervisedLoader`, as every s4mi semi-supervised bundle has, unless the config or
-    an overlay says ``"semi_supervised": false`` (an overlay that trains nothing, e.g. ``export_teacher.json``);
-    the last file that says it wins, as MONAI merges them.
+    The files are merged as ``monai.bundle`` merges several config files (a later top-level key replaces an earlier
+    one, a ``+key`` merges into it, ``a#b`` keys set nested values). The result is semi-supervised when it has a
+    ``train#unlabeled_dataset`` or a ``train#loader`` that is a :class:`s4mi.data.loaders.SemiSupervisedLoader`, as
+    every s4mi semi-supervised bundle has, unless it says ``"semi_supervised": false`` (an overlay that trains
+    nothing, e.g. ``export_teacher.json``).
 
     Args:
         config: a train config (as a dict, a JSON file, or a bundle folder for its ``configs/train.json``).
         overlays: configs merged over it, in order.
     """
-    parts = [_as_config(config), *(_as_config(o) for o in overlays)]
-    for part in reversed(parts):
-        if "semi_supervised" in part:
-            return bool(part["semi_supervised"])
-    train: Any = {}
-    for part in parts:
-        if isinstance(part.get("train"), Mapping):
-            train = {**train, **part["train"]}
-    if train.get("unlabeled_dataset") is not None:
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import merge_kv
+
+    parser = ConfigParser(config={})
+    for part in (config, *overlays):
+        for key, value in _as_config(part).items():
+            merge_kv(parser, key, value)
+    said = parser.get("semi_supervised")
+    if said is not None:
+        return bool(said)
+    if parser.get("train#unlabeled_dataset") is not None:
         return True
-    loader = train.get("loader")
-    return isinstance(loader, Mapping) and str(loader.get("_target_", "")).endswith("SemiSupervisedLoader")
+    return str(parser.get("train#loader#_target_") or "").endswith("SemiSupervisedLoader")
 
 
 def first_stage_overrides(stage: Stage, overrides: Mapping[str, Any], stage_dir: str | os.PathLike) -> dict[str, Any]:
