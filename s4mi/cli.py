@@ -132,7 +132,7 @@ def _cmd_run(a: argparse.Namespace, extra: Sequence[str]) -> None:
 
     try:
         run_stages(a.bundle, extra, names=a.stages, echo=lambda line: print(f"s4mi run: {line}", flush=True))
-    except StageError as e:
+    except (StageError, FileNotFoundError) as e:
         raise SystemExit(f"s4mi run: {e}") from None
 
 
