@@ -128,44 +128,13 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
 
 
 def _cmd_run(a: argparse.Namespace, extra: Sequence[str]) -> None:
-    import os
-    import subprocess
+    from s4mi.bundle import BundleConfigError
+    from s4mi.bundle.stages import StageError, run_stages
 
-    from s4mi.bundle import locate_bundle_root
-
-    given = Path(a.bundle)
-    configs = (given if (given / "configs").is_dir() else Path(locate_bundle_root(a.bundle))) / "configs"
-    stages = a.stages or [s for s in ("pretrain", "train") if (configs / f"{s}.json").is_file()]
-    for stage in stages:
-        config = configs / f"{stage}.json"
-        if not config.is_file():
-            raise SystemExit(f"s4mi run: {a.bundle} has no stage {stage!r} ({config} not found)")
-    from s4mi.bundle.overrides import load_stage_config, route_overrides, split_cli_overrides
-
-    overrides = split_cli_overrides(extra)
-    parsers = {s: load_stage_config(configs / f"{s}.json", configs / "metadata.json") for s in stages}
-    routed = route_overrides(parsers, overrides)
-    for stage in stages:
-        skipped = [k for k, _ in overrides if k not in {key for key, _ in routed[stage]}]
-        if skipped:
-            print(f"s4mi run: stage {stage} does not define {', '.join(skipped)}: not passed to it", flush=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            str(configs / f"{stage}.json"),
-            "--meta_file",
-            str(configs / "metadata.json"),
-            "--logging_file",
-            str(configs / "logging.conf"),
-            *[t for _, tokens in routed[stage] for t in tokens],
-        ]
-        print(f"s4mi run: {a.bundle} stage {stage}: {shlex.join(cmd[1:])}", flush=True)
-        code = subprocess.call(cmd, env=dict(os.environ))
-        if code != 0:
-            raise SystemExit(f"s4mi run: stage {stage} of {a.bundle} failed (exit {code})")
+    try:
+        run_stages(a.bundle, extra, names=a.stages, echo=lambda line: print(f"s4mi run: {line}", flush=True))
+    except (StageError, BundleConfigError, FileNotFoundError) as e:
+        raise SystemExit(f"s4mi run: {e}") from None
 
 
 def _cmd_bundles_build(a: argparse.Namespace) -> None:

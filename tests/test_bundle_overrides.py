@@ -103,12 +103,12 @@ def test_s4mi_run_checks_overrides_before_running_a_stage(capsys: pytest.Capture
 
 
 def test_benchmark_passes_each_stage_its_keys() -> None:
-    from s4mi.benchmark.runner import _check_user_keys, _cli_overrides
+    from s4mi.benchmark.runner import _check_user_keys
+    from s4mi.bundle.stages import defined_overrides
 
     configs = Path(locate_bundle_root("mean_teacher_polyp_segmentation")) / "configs"
     args = {"samples_per_epoch": 100, "max_epochs": 2, "seed": 0}
-    assert _cli_overrides(args, [configs / "train.json"], configs / "metadata.json") == [
-        "--max_epochs", "2", "--seed", "0"]  # fmt: skip
+    assert defined_overrides([configs / "train.json"], configs, args) == {"max_epochs": 2, "seed": 0}
     _check_user_keys(["max_epochs", "consistency_weight"], configs, [])
     with pytest.raises(ValueError, match="did you mean --consistency_weight"):
         _check_user_keys(["consistency_weigth"], configs, [])

@@ -81,3 +81,8 @@ def test_data_make_splits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_run_names_a_missing_stage() -> None:
     with pytest.raises(SystemExit, match="no stage 'pretrain'"):
         main(["run", "supervised_cxr_classification", "--stages", "pretrain", "--max_epochs", "1"])
+
+
+def test_run_names_a_missing_bundle() -> None:
+    with pytest.raises(SystemExit, match="s4mi run: bundle 'no_such_bundle' not found"):
+        main(["run", "no_such_bundle"])

@@ -14,10 +14,8 @@ import math
 import os
 import re
 import statistics
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -27,11 +25,29 @@ from typing import Any
 from tqdm import tqdm
 
 from s4mi.bundle import locate_bundle_root
+from s4mi.bundle.stages import (
+    StageRun,
+    bundle_stages,
+    defined_overrides,
+    first_stage_overrides,
+    is_semi_supervised,
+    monai_bundle_command,
+    next_stage_overrides,
+    run_command,
+)
 from s4mi.data.datalist import load_datalist
 from s4mi.data.phantoms import PHANTOMS
 from s4mi.data.prepare import phantom_datalist
 
-__all__ = ["RunSpec", "is_semi_supervised", "parse_method", "parse_overrides", "run_grid", "summarise", "write_reports"]
+__all__ = [
+    "RunSpec",
+    "method_is_semi_supervised",
+    "parse_method",
+    "parse_overrides",
+    "run_grid",
+    "summarise",
+    "write_reports",
+]
 
 
 def parse_overrides(pairs: Sequence[str], what: str = "overrides") -> dict[str, Any]:
@@ -110,47 +126,49 @@ def first_stage_dir(spec: RunSpec, out_dir: Path) -> tuple[Path, bool]:
     labels (``"pretrain_uses_labels": true``).
     """
     bundle_name, variant = parse_method(spec.method)
-    stage0 = json.loads((Path(locate_bundle_root(bundle_name)) / "configs" / "pretrain.json").read_text())
-    shared = ",".join(f"{k}={v}" for k, v in variant.items() if k in stage0)
-    uses_labels = bool(stage0.get("pretrain_uses_labels", False))
+    (stage0,) = bundle_stages(bundle_name, ["pretrain"])
+    keys = stage0.read()
+    shared = ",".join(f"{k}={v}" for k, v in variant.items() if k in keys)
+    uses_labels = stage0.uses_labels
     pre_dir = out_dir / "pretrain" / _dirname(f"{bundle_name}:{shared}" if shared else bundle_name)
     return (pre_dir / f"frac{spec.fraction:g}" if uses_labels else pre_dir) / f"seed{spec.seed}", uses_labels
 
 
 def _pretrain(
-    spec: RunSpec, bundle: Path, out_dir: Path, args: dict[str, Any], env: dict[str, str], base: list[str]
-) -> tuple[Path, dict[str, float]]:
+    spec: RunSpec, bundle: Path, out_dir: Path, args: dict[str, Any], env: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, float]]:
     """Run the bundle's first stage (``configs/pretrain.json``) once per (method, seed); return its weights and cost.
 
     Self-supervised pretraining reads every training image (labelled or not) and no label, so one run serves every
     label fraction. A first stage that trains on the labels (``"pretrain_uses_labels": true``, e.g. the teacher of
     online pseudo-labelling) runs once per (fraction, seed). Variants that differ only in settings the first stage
     does not read share it. Runs of the grid that need the same first stage wait for it; a finished one is reused,
-    a stopped one resumes.
+    a stopped one resumes. Returns the overrides that link the second stage to it, and its cost.
     """
-    pre_dir, uses_labels = first_stage_dir(spec, out_dir)
-    weights = pre_dir / "models" / "pretrained.pt"
+    pre_dir, _ = first_stage_dir(spec, out_dir)
+    (stage,) = bundle_stages(bundle, ["pretrain"])
+    link = next_stage_overrides(pre_dir)
+    weights = Path(link["pretrained_ckpt"])
     cost_file = pre_dir / "pretrain.json"
     with _PRETRAIN_LOCKS_GUARD:
         lock = _PRETRAIN_LOCKS.setdefault(pre_dir, threading.Lock())
     with lock:
         if not (weights.is_file() and cost_file.is_file()):
             pre_dir.mkdir(parents=True, exist_ok=True)
-            pre_args = {**args, "output_dir": str(pre_dir), "ckpt_dir": str(pre_dir / "models")}
-            if not uses_labels:  # self-supervised: every training image, one run for every label fraction
-                pre_args["label_fraction"] = 1.0
-                pre_args.pop("samples_per_epoch", None)
-            config = bundle / "configs" / "pretrain.json"
-            overrides = _cli_overrides(pre_args, [config], bundle / "configs" / "metadata.json")
-            cmd = [*base, "--config_file", str(config), *overrides]
-            code, wall, peak = _run_child(cmd, pre_dir / "pretrain.log", env)
-            if code != 0 or not weights.is_file():
-                raise RuntimeError(f"pretraining for {spec.name} failed (exit {code}); see {pre_dir / 'pretrain.log'}")
-            cost = {"pretrain_wall_s": round(wall, 1), "pretrain_peak_rss_mib": round(peak, 1)}
+            pre_args = defined_overrides(
+                [stage.config_file], stage.configs, first_stage_overrides(stage, args, pre_dir)
+            )
+            cmd = monai_bundle_command([stage.config_file], stage.configs, pre_args)
+            run = run_command(cmd, pre_dir / "pretrain.log", env)
+            if run.code != 0 or not weights.is_file():
+                raise RuntimeError(
+                    f"pretraining for {spec.name} failed (exit {run.code}); see {pre_dir / 'pretrain.log'}"
+                )
+            cost = {"pretrain_wall_s": round(run.wall_s, 1), "pretrain_peak_rss_mib": round(run.peak_rss_mib, 1)}
             tmp = cost_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(cost) + "\n")
             os.replace(tmp, cost_file)
-    return weights, json.loads(cost_file.read_text())
+    return link, json.loads(cost_file.read_text())
 
 
 def _overlay(configs: Path, name: Any) -> list[str]:
@@ -161,18 +179,6 @@ def _overlay(configs: Path, name: Any) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"overlay {name!r}: {path} does not exist")
     return [str(path)]
-
-
-def _cli_overrides(args: dict[str, Any], config_files: list[Path], meta_file: Path) -> list[str]:
-    """``--key value`` tokens of the ``args`` that the stage's ``config_files`` define.
-
-    The grid hands every stage the same settings (the task's, ``samples_per_epoch``, a variant's); a bundle run
-    stops on a key its configs lack (:func:`s4mi.bundle.check_overrides`), so each stage gets its own keys.
-    """
-    from s4mi.bundle.overrides import defines_key, load_stage_config
-
-    parser = load_stage_config([str(f) for f in config_files], str(meta_file))
-    return [x for k, v in args.items() if defines_key(parser, k) for x in (f"--{k}", _cli_value(v))]
 
 
 def _check_user_keys(keys: Sequence[str], configs: Path, overlay: list[str]) -> None:
@@ -186,21 +192,6 @@ def _check_user_keys(keys: Sequence[str], configs: Path, overlay: list[str]) -> 
     for key in keys:
         if not any(defines_key(p, key) for p in parsers):
             raise ValueError(unknown_override(parsers[0], key, where=f"{configs.parent.name}'s configs"))
-
-
-def _cli_value(v: Any) -> str:
-    return v if isinstance(v, str) else repr(v)  # fire reads Python literals (False, None), not JSON
-
-
-def _run_child(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, float, float]:
-    """Run ``cmd`` with output to ``log``; return (exit code, wall seconds, peak RSS in MiB)."""
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    peak_mib = usage.ru_maxrss / 1024.0  # Linux reports KiB
-    return proc.returncode, time.perf_counter() - start, peak_mib
 
 
 def _last_jsonl(path: Path) -> dict[str, Any]:
@@ -222,7 +213,7 @@ def run_one(
     result_file = run_dir / "result.json"
     previous = json.loads(result_file.read_text()) if result_file.is_file() else None
     if previous is not None and not reevaluate:
-        return previous
+        return {**split_counts(run_dir), **previous}  # results written before the counts were recorded get them
     run_dir.mkdir(parents=True, exist_ok=True)
     bundle_name, variant = parse_method(spec.method)
     bundle = Path(locate_bundle_root(bundle_name))
@@ -242,56 +233,71 @@ def run_one(
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    base = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--meta_file",
-        str(configs / "metadata.json"),
-        "--logging_file",
-        str(configs / "logging.conf"),
-    ]
+    stages = bundle_stages(bundle)
     _check_user_keys([*variant, *spec.overrides], configs, overlay)
+    train = stages[-1]
     pretrain_cost: dict[str, float] = {}
-    if previous is None and (configs / "pretrain.json").is_file() and "pretrained_ckpt" not in args:
-        weights, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env, base)
-        args["pretrained_ckpt"] = str(weights)
-    meta = configs / "metadata.json"
+    if previous is None and len(stages) > 1 and "pretrained_ckpt" not in args:
+        link, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env)
+        args.update(link)
+    trained: StageRun | None = None
     if previous is None:
-        train_files = [configs / "train.json", *map(Path, overlay)]
-        train_cmd = [*base, "--config_file", json.dumps([str(f) for f in train_files])]
-        train_cmd += _cli_overrides(args, train_files, meta)
-        code, wall, peak = _run_child(train_cmd, run_dir / "train.log", env)
-        if code != 0:
-            raise RuntimeError(f"training {spec.name} failed (exit {code}); see {run_dir / 'train.log'}")
-    eval_files = [configs / "train.json", *map(Path, overlay), configs / "evaluate.json"]
-    eval_cmd = [*base, "--config_file", json.dumps([str(f) for f in eval_files])]
-    eval_cmd += _cli_overrides(args, eval_files, meta)
-    code, eval_wall, eval_peak = _run_child(eval_cmd, run_dir / "evaluate.log", env)
-    if code != 0:
-        raise RuntimeError(f"evaluating {spec.name} failed (exit {code}); see {run_dir / 'evaluate.log'}")
+        train_files: list[str | Path] = [train.config_file, *overlay]
+        train_cmd = monai_bundle_command(train_files, configs, defined_overrides(train_files, configs, args))
+        trained = run_command(train_cmd, run_dir / "train.log", env)
+        if trained.code != 0:
+            raise RuntimeError(f"training {spec.name} failed (exit {trained.code}); see {run_dir / 'train.log'}")
+    eval_files: list[str | Path] = [train.config_file, *overlay, configs / "evaluate.json"]
+    eval_cmd = monai_bundle_command(eval_files, configs, defined_overrides(eval_files, configs, args))
+    evaluated = run_command(eval_cmd, run_dir / "evaluate.log", env)
+    if evaluated.code != 0:
+        raise RuntimeError(f"evaluating {spec.name} failed (exit {evaluated.code}); see {run_dir / 'evaluate.log'}")
+    eval_wall, eval_peak = evaluated.wall_s, evaluated.peak_rss_mib
     test = _last_jsonl(run_dir / "test_metrics.jsonl")
     if previous is not None:
         row = {k: v for k, v in previous.items() if not k.startswith("test_")}
         row["eval_wall_s"] = round(eval_wall, 1)
     else:
+        assert trained is not None
         metrics = run_dir / "metrics.jsonl"  # none when the overlay trains nothing (an exported first-stage model)
         val = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()] if metrics.is_file() else []
         row = {
             **asdict(spec),
-            "train_wall_s": round(wall, 1),
+            "train_wall_s": round(trained.wall_s, 1),
             "eval_wall_s": round(eval_wall, 1),
-            "peak_rss_mib": round(max(peak, eval_peak), 1),
+            "peak_rss_mib": round(max(trained.peak_rss_mib, eval_peak), 1),
             "epochs": len(val),
             **pretrain_cost,
         }
         row.pop("overrides")
     row.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items() if k not in ("epoch", "wall_s")})
+    row.update(split_counts(run_dir))
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(row, indent=4) + "\n")
     os.replace(tmp, result_file)
     return row
+
+
+def task_unlabeled(task: str) -> int:
+    """How many images the task's datalist lists in its own ``unlabeled`` section (a phantom has none)."""
+    if task in PHANTOMS:
+        return 0
+    return len(load_datalist(Path(task), check_files=False).get("unlabeled") or [])
+
+
+def split_counts(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The labelled and unlabelled training images a run used, from the split it saved (``output_dir/split.json``).
+
+    Returns ``{"labelled": n, "unlabelled": u, "labelled_share": n / (n + u)}``, or ``{}`` when the run saved no
+    split. The share is that of the labelled images among all training images (labelled and unlabelled), which
+    differs from the label fraction asked for when the datalist has an ``unlabeled`` section of its own.
+    """
+    path = Path(run_dir) / "split.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    n, u = len(data.get("training") or []), len(data.get("unlabeled") or [])
+    return {"labelled": n, "unlabelled": u, "labelled_share": n / (n + u) if n + u else float("nan")}
 
 
 def task_arguments(task: str, phantom_n: int = 1000) -> tuple[dict[str, Any], int]:
@@ -308,16 +314,16 @@ def task_arguments(task: str, phantom_n: int = 1000) -> tuple[dict[str, Any], in
     return args, n_train
 
 
-def is_semi_supervised(method: str) -> bool:
-    """True for a bundle that trains on unlabelled data too (its ``train`` section has an ``unlabeled_dataset``),
-    unless the variant's overlay says ``"semi_supervised": false`` (e.g. ``overlay=export_teacher``)."""
+def method_is_semi_supervised(method: str) -> bool:
+    """:func:`s4mi.bundle.stages.is_semi_supervised` for a method: its bundle's ``train.json`` merged with the
+    variant's overlay (``overlay=export_teacher`` trains nothing and says ``"semi_supervised": false``).
+
+    Raises:
+        FileNotFoundError: the bundle or the variant's overlay does not exist.
+    """
     name, variant = parse_method(method)
     configs = Path(locate_bundle_root(name)) / "configs"
-    for overlay in _overlay(configs, variant.get("overlay")):
-        if json.loads(Path(overlay).read_text()).get("semi_supervised") is False:
-            return False
-    config = json.loads((configs / "train.json").read_text())
-    return "unlabeled_dataset" in config.get("train", {})
+    return is_semi_supervised(configs / "train.json", _overlay(configs, variant.get("overlay")))
 
 
 def run_grid(
@@ -335,7 +341,9 @@ def run_grid(
 ) -> list[dict[str, Any]]:
     """Run every (method, fraction, seed) and return the result rows.
 
-    Semi-supervised bundles are skipped at fraction 1 (there is no unlabelled data left to use).
+    At fraction 1 every training image of the task is labelled: a semi-supervised bundle runs only when the datalist
+    has an ``unlabeled`` section of its own, and is skipped otherwise, with a line on the console saying so. Runs
+    that finished before (their ``result.json`` exists) are reused, also said on the console.
 
     Args:
         task: phantom name or datalist path.
@@ -360,14 +368,30 @@ def run_grid(
     task_args, n_train = task_arguments(task, phantom_n)
     if equal_steps:
         task_args["samples_per_epoch"] = n_train
-    semi = {m: is_semi_supervised(m) for m in methods}
+    semi = {m: method_is_semi_supervised(m) for m in methods}
+    no_unlabeled = task_unlabeled(task) == 0
+    skipped = [m for m in methods if semi[m] and no_unlabeled and any(f >= 1.0 for f in fractions)]
+    for m in skipped:
+        print(
+            f"s4mi benchmark: skipping {m} at 100 % labels ({len(seeds)} run(s)): it is semi-supervised and at "
+            f"fraction 1 the task {task!r} leaves no unlabelled image (its datalist has no 'unlabeled' section); "
+            "give a datalist with an 'unlabeled' section to run it at 100 %",
+            flush=True,
+        )
     specs = [
         RunSpec(m, f, s, dict(overrides or {}))
         for m in methods
         for f in fractions
         for s in seeds
-        if not (semi[m] and f >= 1.0)
+        if not (m in skipped and f >= 1.0)
     ]
+    finished = [spec.name for spec in specs if (out / "runs" / spec.name / "result.json").is_file()]
+    if finished and not reevaluate:
+        print(
+            f"s4mi benchmark: {len(finished)} of {len(specs)} run(s) already finished in {out / 'runs'} are reused, "
+            "not run again (pass --reevaluate to test them again, or delete their result.json to train again)",
+            flush=True,
+        )
     rows: list[dict[str, Any] | None] = [None] * len(specs)
     with tqdm(total=len(specs), desc="s4mi benchmark", unit="run", file=sys.stdout) as bar:
         if jobs <= 1:
@@ -402,6 +426,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (method, fraction), rs in sorted(groups.items()):
         s: dict[str, Any] = {"method": method, "fraction": fraction, "n_seeds": len(rs)}
+        if all("labelled" in r for r in rs):
+            counts = [int(r["labelled"]) for r in rs]
+            s.update(labelled_min=min(counts), labelled_max=max(counts))
+            s["labelled_share"] = statistics.fmean(float(r["labelled_share"]) for r in rs)
         for col in [*_metric_columns(rs), "train_wall_s", "pretrain_wall_s", "peak_rss_mib"]:
             vals = [float(r[col]) for r in rs if col in r and not math.isnan(float(r[col]))]
             s[col] = statistics.fmean(vals) if vals else float("nan")
@@ -418,6 +446,8 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
     csv_path = out / "results.csv"
     pretrained = any("pretrain_wall_s" in r for r in rows)
     fields = ["method", "fraction", "seed", *metrics, "epochs", "train_wall_s", "eval_wall_s", "peak_rss_mib"]
+    if any("labelled" in r for r in rows):
+        fields[3:3] = ["labelled", "unlabelled", "labelled_share"]
     if pretrained:
         fields[-1:-1] = ["pretrain_wall_s"]
     with open(csv_path, "w", newline="") as f:
@@ -437,7 +467,7 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
-        cells = [s["method"], f"{100 * s['fraction']:g} %", str(s["n_seeds"])]
+        cells = [s["method"], _labels_cell(s), str(s["n_seeds"])]
         cells += [f"{s[m]:.4f} ± {s[m + '_std']:.4f}" for m in metrics]
         cells.append(f"{s['train_wall_s']:.0f}")
         if pretrained:
@@ -447,10 +477,26 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
         lines.append("| " + " | ".join(cells) + " |")
     md_path = out / "results.md"
     preamble = f"Command: `{command}`\n\n" if command else ""
-    md_path.write_text(preamble + "Test-set metrics, mean ± sample std over seeds.\n\n" + "\n".join(lines) + "\n")
+    legend = "Test-set metrics, mean ± sample std over seeds."
+    if any("labelled_min" in s for s in summary):
+        legend += (
+            " Labels: the labelled training images each run used and their share of all training images (labelled"
+            " and unlabelled), from its split.json; the label fraction asked for is in results.csv."
+        )
+    md_path.write_text(preamble + legend + "\n\n" + "\n".join(lines) + "\n")
     png_path = out / "results.png"
     _plot(summary, metrics, png_path)
     return {"csv": csv_path, "markdown": md_path, "plot": png_path}
+
+
+def _labels_cell(s: dict[str, Any]) -> str:
+    """``"70 (10 %)"``: labelled images and share actually used (a range over seeds when they differ); the fraction
+    asked for (``"10 %"``) for results without split counts."""
+    if "labelled_min" not in s:
+        return f"{100 * s['fraction']:g} %"
+    lo, hi = s["labelled_min"], s["labelled_max"]
+    count = f"{lo}" if lo == hi else f"{lo}–{hi}"
+    return f"{count} ({100 * s['labelled_share']:.3g} %)"
 
 
 def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
@@ -481,7 +527,7 @@ def _figure(summary: list[dict[str, Any]], metrics: list[str]) -> Any:
         ticks = sorted({100 * s["fraction"] for s in summary})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("labelled share of training (%)")
+        ax.set_xlabel("label fraction asked (% of the training section)")
         ax.set_title(metric.removeprefix("test_"))
         ax.grid(alpha=0.3)
     # below the axes, one method per entry with its settings wrapped at the commas: a variant such as

@@ -8,6 +8,9 @@ MONAI Label is loaded on first use:
   semi-supervised bundle it feeds the datastore's unlabelled images to the bundle's unlabelled stream.
 * :class:`S4miApp` (``s4mi.label.app``): a MONAI Label app, like the stock ``monaibundle`` sample app, that uses
   it; :func:`write_app` writes an app folder for ``monailabel start_server --app``.
+* :func:`missing_weights`: a bundle without ``models/model.pt`` (or ``model.ts``), which MONAI Label cannot infer
+  with; :func:`write_app` and :class:`S4miApp` say so, naming the file.
+* :func:`studies_from_datalist`: a studies folder (images, ``labels/final``) from a datalist, e.g. a phantom's.
 * :func:`save_pseudo_label`: write a model's label back into the datastore under the ``pseudo`` tag, never the
   annotators' ``final`` tag.
 """
@@ -20,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from .overrides import FINAL_TAG, PSEUDO_TAG, is_semi_supervised, s4mi_overrides
 from .pseudo import save_pseudo_label
+from .studies import studies_from_datalist
+from .weights import missing_weights, no_weights_message
 
 if TYPE_CHECKING:
     from .app import S4miApp
@@ -31,10 +36,14 @@ __all__ = [
     "S4miApp",
     "S4miBundleTrainTask",
     "SemiSupervisedBundleTrainTask",
+    "app_warnings",
     "is_semi_supervised",
+    "missing_weights",
+    "no_weights_message",
     "s4mi_overrides",
     "sample_app_dir",
     "save_pseudo_label",
+    "studies_from_datalist",
     "write_app",
 ]
 
@@ -90,7 +99,9 @@ def write_app(app_dir: str | Path, bundles: list[str | Path] | tuple[str | Path,
     """Write a MONAI Label app folder for s4mi bundles: ``main.py`` and ``model/<bundle>`` copies.
 
     Each bundle is copied without its ``runs/`` and ``eval/`` folders; its ``models/`` folder (the weights MONAI
-    Label infers with, and trains into) is copied when present. Start it with
+    Label infers with, and trains into) is copied when present. A bundle copied without ``models/model.pt`` (nor
+    ``model.ts``) cannot infer yet: :func:`app_warnings` says so, naming the file (``python -m s4mi.label app``
+    prints it). Start it with
     ``monailabel start_server --app <app_dir> --studies <images> --conf models <name>[,<name>...]``.
 
     Returns:
@@ -108,3 +119,10 @@ def write_app(app_dir: str | Path, bundles: list[str | Path] | tuple[str | Path,
         dst = app / "model" / src.name
         shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("runs", "eval", "__pycache__"))
     return app
+
+
+def app_warnings(app_dir: str | Path) -> list[str]:
+    """One line per bundle under ``<app_dir>/model`` that has no weights to infer with (see :func:`missing_weights`)."""
+    model = Path(app_dir) / "model"
+    bundles = sorted(p for p in model.iterdir() if (p / "configs").is_dir()) if model.is_dir() else []
+    return [no_weights_message(b.name, b) for b in bundles if missing_weights(b) is not None]

@@ -1,19 +1,23 @@
 """A MONAI Label app for s4mi bundles (imports monailabel: use it in .venv-label).
 
 It is the stock ``monaibundle`` sample app (bundles under ``<app>/model/<name>``, chosen with ``--conf models``)
-with three changes: trainers are :class:`s4mi.label.S4miBundleTrainTask` (semi-supervised bundles also train on
-the datastore's unlabelled images), batch inference writes ``pseudo``-tagged labels by default, and no inference
-may save a label under the annotators' ``final`` tag. No SAM2 and no model-zoo download.
+with four changes: trainers are :class:`s4mi.label.S4miBundleTrainTask` (semi-supervised bundles also train on
+the datastore's unlabelled images), batch inference writes ``pseudo``-tagged labels by default, no inference may
+save a label under the annotators' ``final`` tag, and a bundle without weights is kept: ``/infer`` answers an error
+naming the missing ``models/model.pt`` until ``/train`` (or a copy) puts it there, then infers with it, no restart.
+No SAM2 and no model-zoo download.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import monailabel
 import torch
+from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -26,6 +30,7 @@ from monailabel.utils.others.generic import get_bundle_models, strtobool
 from .overrides import FINAL_TAG, PSEUDO_TAG
 from .pseudo import save_pseudo_label
 from .tasks import S4miBundleTrainTask
+from .weights import missing_weights, no_weights_message
 
 __all__ = ["S4miApp"]
 
@@ -33,9 +38,22 @@ logger = logging.getLogger(__name__)
 
 
 class S4miApp(MONAILabelApp):
-    """MONAI Label app serving the s4mi bundles named by ``--conf models a,b`` from ``<app>/model/``."""
+    """MONAI Label app serving the s4mi bundles named by ``--conf models a,b`` from ``<app>/model/``.
+
+    MONAI Label's ``BundleInferTask`` drops a bundle that has no ``models/model.pt`` (nor ``model.ts``) with one log
+    line, and ``/infer`` then fails with a bare HTTP 500. Here such a bundle is remembered instead: the server says at
+    start which file is missing (a warning per bundle), ``/infer/<name>`` answers HTTP 404 with that message
+    (:func:`s4mi.label.no_weights_message`), and as soon as the file exists (``/train/<name>`` writes it) the next
+    ``/info`` or ``/infer`` loads the bundle and infers with it, without a restart. A bundle that had weights at start
+    needs nothing: MONAI Label reloads ``models/model.pt`` whenever its modification time changes.
+    """
+
+    #: HTTP status of ``/infer`` for a bundle without weights: the weights are not found
+    NO_WEIGHTS_STATUS = 404
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.without_weights: dict[str, str] = {}  # model name -> bundle folder; filled by init_infers
+        self._weights_lock = threading.Lock()
         self.model_dir = os.path.join(app_dir, "model")
         conf = dict(conf or {})
         conf.setdefault("zoo_source", "github")  # local bundles only: never ask NGC for a bundle list
@@ -52,11 +70,34 @@ class S4miApp(MONAILabelApp):
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
         for n, b in self.models.items():
+            if missing_weights(b) is not None:
+                self.without_weights[n] = b
+                logger.warning(no_weights_message(n, b))
+                continue
             task = BundleInferTask(b, self.conf)
             if task.is_valid():
                 logger.info(f"+++ Adding Inferer:: {n} => {task}")
                 infers[n] = task
         return infers
+
+    def load_new_weights(self) -> list[str]:
+        """Add an inferer for every bundle kept without weights whose weights now exist; return their names."""
+        added = []
+        with self._weights_lock:
+            for n, b in list(self.without_weights.items()):
+                if missing_weights(b) is not None:
+                    continue
+                task = BundleInferTask(b, self.conf)
+                if task.is_valid():
+                    logger.info(f"+++ Adding Inferer:: {n} => {task} (s4mi: its weights appeared; no restart needed)")
+                    self._infers[n] = task
+                    del self.without_weights[n]
+                    added.append(n)
+        return added
+
+    def info(self) -> dict[str, Any]:
+        self.load_new_weights()
+        return dict(super().info())
 
     def init_trainers(self) -> dict[str, TrainTask]:
         trainers: dict[str, TrainTask] = {}
@@ -75,6 +116,9 @@ class S4miApp(MONAILabelApp):
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
         """MONAI Label's inference; a label saved under the ``pseudo`` tag goes through :func:`save_pseudo_label`
         (info ``"pseudo": True``), and saving under ``final`` is refused."""
+        model = request.get("model")
+        if model in self.without_weights and model not in self.load_new_weights():
+            raise HTTPException(self.NO_WEIGHTS_STATUS, detail=no_weights_message(model, self.without_weights[model]))
         save = strtobool(str(request.get("save_label", False)))
         tag = str(request.get("label_tag") or "")
         if save and tag.strip().lower() == FINAL_TAG:

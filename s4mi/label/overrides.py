@@ -6,35 +6,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from s4mi.bundle.stages import is_semi_supervised, model_start_overrides
+
 __all__ = ["FINAL_TAG", "PSEUDO_TAG", "UNLABELED_KEY", "is_semi_supervised", "s4mi_overrides"]
 
 FINAL_TAG = "final"  # MONAI Label's DefaultLabelTag.FINAL: the annotators' labels, what training reads
 PSEUDO_TAG = "pseudo"  # labels s4mi writes back for review
 UNLABELED_KEY = "train#unlabeled_dataset#data"
-
-
-def _get(config: Mapping[str, Any], key: str) -> Any:
-    node: Any = config
-    for part in key.split("#"):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-def is_semi_supervised(config: Mapping[str, Any]) -> bool:
-    """True for a bundle whose training draws an unlabelled stream (``train#unlabeled_dataset``).
-
-    s4mi's semi-supervised bundles train with a :class:`s4mi.engines.SemiSupervisedTrainer` fed by a
-    :class:`s4mi.data.loaders.SemiSupervisedLoader` over ``train#dataset`` and ``train#unlabeled_dataset``.
-    """
-    if _get(config, "train#unlabeled_dataset") is not None:
-        return True
-    loader = str(_get(config, "train#loader#_target_") or "")
-    return loader.endswith("SemiSupervisedLoader")
 
 
 def s4mi_overrides(
@@ -55,8 +33,10 @@ def s4mi_overrides(
     * ``ckpt_dir`` = ``<bundle>/models`` and ``overwrite_model``: the new model replaces ``models/model.pt``, which
       MONAI Label's inference reads (a run with another ``output_dir`` would otherwise write ``<output_dir>/models``).
     * ``progress_bar`` off (the server log keeps every line).
-    * ``pretrained_ckpt`` = ``""`` for a two-stage bundle (S2MTS2) that has a ``models/model.pt``: training starts
-      from that model, which already holds the fine-tuned backbone, so the pretraining stage's weights are not needed.
+    * ``pretrained_ckpt`` = ``""`` for a two-stage bundle that has a ``models/model.pt``
+      (:func:`s4mi.bundle.stages.model_start_overrides`): MONAI Label runs ``train.json`` only, from that model,
+      which already holds what the first stage made, so the first stage's weights are not needed.
+    * semi-supervised or not is :func:`s4mi.bundle.stages.is_semi_supervised`, the test ``s4mi benchmark`` uses.
     * for a semi-supervised bundle, ``train#unlabeled_dataset#data`` = the datastore's unlabelled images, and
       ``unlabeled_batch_size`` no larger than their number (the unlabelled loader drops its last partial batch).
 
@@ -72,8 +52,7 @@ def s4mi_overrides(
         "resume_ckpt": "",
         "progress_bar": False,
     }
-    if "pretrained_ckpt" in config and os.path.isfile(os.path.join(str(bundle_path), "models", "model.pt")):
-        out["pretrained_ckpt"] = ""
+    out.update(model_start_overrides(config, bundle_path))  # MONAI Label runs the last stage only
     if "train#trainer#max_epochs" in overrides:
         out["max_epochs"] = int(overrides["train#trainer#max_epochs"])
     if overrides.get("device") is not None:

@@ -8,7 +8,9 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
-from .overrides import is_semi_supervised, s4mi_overrides
+from s4mi.bundle.stages import is_semi_supervised
+
+from .overrides import s4mi_overrides
 
 __all__ = ["S4miBundleTrainTask", "SemiSupervisedBundleTrainTask"]
 

@@ -85,8 +85,8 @@ def test_grid_skips_semi_supervised_at_full_labels_and_runs_jobs_in_parallel(
 
     from s4mi.benchmark import runner
 
-    assert runner.is_semi_supervised("mean_teacher_polyp_segmentation")
-    assert not runner.is_semi_supervised("supervised_polyp_segmentation")
+    assert runner.method_is_semi_supervised("mean_teacher_polyp_segmentation")
+    assert not runner.method_is_semi_supervised("supervised_polyp_segmentation")
     monkeypatch.setattr(runner, "task_arguments", lambda task, n: ({"phantom": task}, 100))
     running, peak = [0], [0]
     lock = threading.Lock()
@@ -210,7 +210,7 @@ def test_pretraining_runs_once_per_seed_and_serves_every_fraction(tmp_path: Path
 
 
 def test_first_stage_folders_are_shared_by_second_stage_variants(tmp_path: Path) -> None:
-    from s4mi.benchmark.runner import first_stage_dir, is_semi_supervised
+    from s4mi.benchmark.runner import first_stage_dir, method_is_semi_supervised
 
     opl = "online_pseudolabel_polyp_segmentation"
     offline, online = f"{opl}:online=false,teacher_source=teacher", f"{opl}:online=true"
@@ -226,7 +226,142 @@ def test_first_stage_folders_are_shared_by_second_stage_variants(tmp_path: Path)
     assert not uses_labels and b == first_stage_dir(RunSpec(s2, 0.5, 0), tmp_path)[0]
     assert b != first_stage_dir(RunSpec(f"{s2}:jcl_lambda_max=0", 0.1, 0), tmp_path)[0]
     # an overlay that trains nothing is not semi-supervised: it runs at 100 % labels too
-    assert is_semi_supervised(online)
-    assert not is_semi_supervised(f"{opl}:overlay=export_teacher")
+    assert method_is_semi_supervised(online)
+    assert not method_is_semi_supervised(f"{opl}:overlay=export_teacher")
     with pytest.raises(FileNotFoundError, match="overlay"):
-        is_semi_supervised(f"{opl}:overlay=nope")
+        method_is_semi_supervised(f"{opl}:overlay=nope")
+
+
+def _datalist(path: Path, n_train: int = 10, n_unlabeled: int = 0) -> Path:
+    import json
+
+    data = {
+        "training": [{"image": f"i{i}.png", "label": f"m{i}.png"} for i in range(n_train)],
+        "validation": [{"image": "v.png", "label": "vm.png"}],
+        "test": [{"image": "t.png", "label": "tm.png"}],
+    }
+    if n_unlabeled:
+        data["unlabeled"] = [{"image": f"u{i}.png"} for i in range(n_unlabeled)]
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _fake_grid_run(monkeypatch: pytest.MonkeyPatch) -> list:
+    from s4mi.benchmark import runner
+
+    seen: list = []
+
+    def fake_run_one(spec, out, task_args, threads, reevaluate):  # type: ignore[no-untyped-def]
+        seen.append((spec.method[:4], spec.fraction))
+        return {"method": spec.method, "fraction": spec.fraction, "seed": spec.seed}
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    return seen
+
+
+def test_grid_runs_semi_supervised_at_full_labels_on_a_datalist_with_its_own_unlabelled_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from s4mi.benchmark import runner
+
+    seen = _fake_grid_run(monkeypatch)
+    methods = ["mean_teacher_polyp_segmentation", "supervised_polyp_segmentation"]
+    task = str(_datalist(tmp_path / "own.json", n_unlabeled=5))
+    runner.run_grid(task, methods, [1.0], [0], tmp_path / "a")
+    assert seen == [("mean", 1.0), ("supe", 1.0)], "the datalist's own unlabelled images feed Mean Teacher at 100 %"
+    assert "skipping" not in capsys.readouterr().out
+
+    seen.clear()
+    task = str(_datalist(tmp_path / "plain.json"))
+    runner.run_grid(task, methods, [0.5, 1.0], [0, 1], tmp_path / "b")
+    assert seen == [("mean", 0.5), ("mean", 0.5), ("supe", 0.5), ("supe", 0.5), ("supe", 1.0), ("supe", 1.0)]
+    out = capsys.readouterr().out
+    assert "skipping mean_teacher_polyp_segmentation at 100 % labels (2 run(s))" in out, out
+    assert "no 'unlabeled' section" in out and "supervised_polyp_segmentation at" not in out
+
+    # finished runs are reused, and the console says so
+    done = tmp_path / "b" / "runs" / RunSpec("supervised_polyp_segmentation", 0.5, 1).name / "result.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    runner.run_grid(task, methods, [0.5, 1.0], [0, 1], tmp_path / "b")
+    assert f"1 of 6 run(s) already finished in {tmp_path / 'b' / 'runs'} are reused" in capsys.readouterr().out
+
+
+def test_split_counts_and_labels_column(tmp_path: Path) -> None:
+    import json
+
+    from s4mi.benchmark.runner import split_counts
+
+    assert split_counts(tmp_path) == {}
+    (tmp_path / "split.json").write_text(json.dumps({"training": [{}] * 20, "unlabeled": [{}] * 80}))
+    assert split_counts(tmp_path) == {"labelled": 20, "unlabelled": 80, "labelled_share": 0.2}
+    # asked 100 %, trained on 20 of 100 images (a datalist with its own unlabelled section); asked 10 %: 7 then 8
+    rows = [{**r, "labelled": 20, "unlabelled": 80, "labelled_share": 0.2} for r in _rows() if r["fraction"] == 1.0]
+    rows += [
+        {**r, "labelled": 7 + r["seed"] % 2, "unlabelled": 63, "labelled_share": (7 + r["seed"] % 2) / 70}
+        for r in _rows()
+        if r["fraction"] == 0.1
+    ]
+    paths = write_reports(rows, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "| m | 20 (20 %) | 3 |" in md and "| m | 7–8 (10.5 %) | 3 |" in md, md
+    assert "| m | 100 % |" not in md and "from its split.json" in md
+    with open(paths["csv"]) as f:
+        first = next(csv.DictReader(f))
+    assert (first["fraction"], first["labelled"], first["unlabelled"]) == ("0.1", "7", "63")
+
+
+def test_run_one_records_the_split_it_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_one reads the labelled count from the run's split.json (the bundle's record), not from the fraction."""
+    import json
+
+    from s4mi.benchmark import runner
+    from s4mi.bundle.stages import StageRun
+
+    def fake_run_command(cmd, log, env):  # type: ignore[no-untyped-def]
+        run_dir = Path(cmd[cmd.index("--output_dir") + 1])
+        (run_dir / "split.json").write_text(json.dumps({"training": [{}] * 30, "unlabeled": [{}] * 10}))
+        (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "val_mean_dice": 0.5}\n')
+        (run_dir / "test_metrics.jsonl").write_text('{"epoch": 1, "val_mean_dice": 0.4}\n')
+        return StageRun(0, 1.0, 100.0)
+
+    monkeypatch.setattr(runner, "run_command", fake_run_command)
+    spec = RunSpec("mean_teacher_polyp_segmentation", 1.0, 0)
+    row = runner.run_one(spec, tmp_path, {"datalist": "x.json"})
+    assert (row["labelled"], row["unlabelled"], row["labelled_share"]) == (30, 10, 0.75)
+    assert row["test_mean_dice"] == 0.4
+    saved = json.loads((tmp_path / "runs" / spec.name / "result.json").read_text())
+    assert saved["labelled"] == 30
+    # a result written before the counts were recorded gets them from the run's split.json
+    result = tmp_path / "runs" / spec.name / "result.json"
+    result.write_text(json.dumps({k: v for k, v in saved.items() if "labelled" not in k}))
+    assert runner.run_one(spec, tmp_path, {"datalist": "x.json"})["labelled"] == 30
+
+
+@pytest.mark.slow
+def test_full_labels_with_own_unlabelled_section_trains_mean_teacher(tmp_path: Path) -> None:
+    """Real runs at fraction 1 on a datalist with its own unlabelled section: Mean Teacher trains on it, and the
+    table reports the labelled count and share the runs' split.json record."""
+    import json
+
+    from s4mi.benchmark import run_grid
+    from s4mi.data.phantoms import make_phantom
+
+    path = Path(make_phantom("polyp", tmp_path / "polyp", n=30, seed=0, image_size=64))
+    data = json.loads(path.read_text())
+    train = data["training"]
+    data["training"], data["unlabeled"] = train[:12], [{"image": it["image"]} for it in train[12:]]
+    own = path.parent / "own.json"
+    own.write_text(json.dumps(data))
+    n_unlabeled = len(train) - 12
+    methods = ["mean_teacher_polyp_segmentation", "supervised_polyp_segmentation"]
+    small = {"max_epochs": 1, "batch_size": 4, "unlabeled_batch_size": 4}
+    rows = run_grid(str(own), methods, [1.0], [0], tmp_path / "out", overrides=small, threads=1)
+    assert sorted(r["method"] for r in rows) == sorted(methods), "Mean Teacher runs at 100 % labels"
+    for r in rows:
+        assert (r["labelled"], r["unlabelled"]) == (12, n_unlabeled), r
+    log = (tmp_path / "out" / "runs" / RunSpec(methods[0], 1.0, 0).name / "train.log").read_text()
+    assert "Epoch[1] Complete" in log
+    md = write_reports(rows, tmp_path / "out")["markdown"].read_text()
+    share = f"{100 * 12 / len(train):.3g}"
+    assert f"| mean_teacher_polyp_segmentation | 12 ({share} %) | 1 |" in md, md

@@ -35,7 +35,16 @@ import numpy as np
 import pytest
 import torch
 
-from s4mi.label import FINAL_TAG, PSEUDO_TAG, s4mi_overrides, save_pseudo_label, write_app
+from s4mi.label import (
+    FINAL_TAG,
+    PSEUDO_TAG,
+    app_warnings,
+    missing_weights,
+    no_weights_message,
+    s4mi_overrides,
+    save_pseudo_label,
+    write_app,
+)
 from tests.conftest import BUNDLES, REPO, free_port
 
 LABEL_VENV = Path(os.environ.get("S4MI_LABEL_VENV") or REPO / ".venv-label")  # scripts/setup_label.sh makes it
@@ -369,6 +378,72 @@ def test_overrides_start_two_stage_bundles_from_their_model(tmp_path: Path) -> N
     assert s4mi_overrides(config, tmp_path, {}, **semi)["pretrained_ckpt"] == ""
 
 
+def _bundle_without_weights(name: str, dst: Path) -> Path:
+    """A copy of a repository bundle with no models/ folder at all (as a fresh checkout has)."""
+    shutil.copytree(BUNDLES / name, dst / name, ignore=shutil.ignore_patterns("runs", "eval", "models", "__pycache__"))
+    return dst / name
+
+
+def test_missing_weights_are_named(tmp_path: Path) -> None:
+    bundle = _bundle_without_weights(POLYP_SEG, tmp_path)
+    assert missing_weights(bundle) == bundle / "models" / "model.pt"
+    message = no_weights_message(POLYP_SEG, bundle)
+    assert str(bundle / "models" / "model.pt") in message and f"POST /train/{POLYP_SEG}" in message
+    assert "pretrained.pt" not in message, "a one-stage bundle needs no first stage"
+    (bundle / "models").mkdir()
+    (bundle / "models" / "model.ts").write_bytes(b"x")
+    assert missing_weights(bundle) is None, "MONAI Label infers with a TorchScript model.ts too"
+    two = _bundle_without_weights("s2mts2_cxr_classification", tmp_path)
+    assert f"{two / 'models' / 'pretrained.pt'}" in no_weights_message(two.name, two), "two stages: name stage 1"
+
+
+def test_app_command_warns_about_bundles_without_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from s4mi.label.__main__ import main
+
+    bare = _bundle_without_weights(POLYP_SEG, tmp_path / "src")
+    with_weights = _copy_bundle(CXR_CLS, tmp_path / "src")
+    assert main(["app", str(tmp_path / "app"), "--bundles", str(bare), str(with_weights)]) == 0
+    err = capsys.readouterr().err
+    copied = tmp_path / "app" / "model" / POLYP_SEG / "models" / "model.pt"
+    assert f"warning: s4mi: model {POLYP_SEG!r} has no weights: {copied} not found" in err, err
+    assert CXR_CLS not in err
+    assert len(app_warnings(tmp_path / "app")) == 1
+
+
+def test_studies_from_phantoms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A studies folder from phantoms, as docs/monailabel.md lays it out: masks and volumes copied under labels/final
+    with their image's id, class vectors written as one-row PNGs, the rest of the images unlabelled."""
+    import nibabel as nib
+    from PIL import Image
+
+    from s4mi.label.__main__ import main
+    from s4mi.label.studies import image_id, studies_from_datalist
+
+    assert image_id("a/ct3d_00001.nii.gz") == ("ct3d_00001", ".nii.gz") and image_id("p.png") == ("p", ".png")
+    polyp = _phantom("polyp", tmp_path / "polyp", n=10, size=32)
+    assert main(["studies", str(polyp / "datalist.json"), str(tmp_path / "s1"), "--labelled", "3"]) == 0
+    assert "10 images, 3 with a final label, 7 unlabelled" in capsys.readouterr().out
+    images = sorted(p.name for p in (tmp_path / "s1").glob("*.png"))
+    finals = sorted(p.name for p in (tmp_path / "s1" / "labels" / FINAL_TAG).iterdir())
+    assert len(images) == 10 and len(finals) == 3 and set(finals) <= set(images)
+    first = json.loads((polyp / "datalist.json").read_text())["training"][0]
+    assert _md5(tmp_path / "s1" / "labels" / FINAL_TAG / Path(first["label"]).name) == _md5(polyp / first["label"])
+
+    cxr = _phantom("cxr", tmp_path / "cxr", n=6, size=32)
+    assert studies_from_datalist(cxr / "datalist.json", tmp_path / "s2") == {"images": 6, "labelled": 6}
+    first = json.loads((cxr / "datalist.json").read_text())["training"][0]
+    label = tmp_path / "s2" / "labels" / FINAL_TAG / Path(first["image"]).name
+    assert np.asarray(Image.open(label)).tolist() == [[int(v) for v in first["label"]]]
+
+    ct = _phantom("ct3d", tmp_path / "ct", n=3, size=16)
+    assert studies_from_datalist(ct / "datalist.json", tmp_path / "s3", labelled=1)["labelled"] == 1
+    (final,) = (tmp_path / "s3" / "labels" / FINAL_TAG).iterdir()
+    assert final.name.endswith(".nii.gz") and (tmp_path / "s3" / final.name).is_file()
+    assert nib.load(final).shape == nib.load(tmp_path / "s3" / final.name).shape
+    with pytest.raises(ValueError, match="would both be image"):
+        studies_from_datalist(cxr / "datalist.json", tmp_path / "s4", sections=("training", "training"))
+
+
 def test_write_app(tmp_path: Path) -> None:
     app = write_app(tmp_path / "app", [BUNDLES / POLYP_SEG])
     assert "S4miApp" in (app / "main.py").read_text()
@@ -626,3 +701,39 @@ def test_s4mi_app_semi_supervised(tmp_path: Path, start_server) -> None:
     code, data, _ = server.request("GET", "/datastore/label", query={"label": ids[5], "tag": PSEUDO_TAG})
     assert code == 200 and _png(data).shape == (64, 64)
     assert {p.name: _md5(p) for p in (studies / "labels" / FINAL_TAG).iterdir()} == finals
+
+
+@pytest.mark.integration
+@needs_monailabel
+def test_s4mi_app_bundle_without_weights(tmp_path: Path, start_server) -> None:
+    """A bundle without models/model.pt: the app says so at start, /infer answers a message naming the file (not a
+    bare 500), /train writes the weights and the next /info and /infer use them, without a restart."""
+    app = tmp_path / "app"
+    src = _bundle_without_weights(POLYP_SEG, tmp_path / "src")
+    made = subprocess.run(
+        [str(LABEL_VENV / "bin" / "python"), "-m", "s4mi.label", "app", str(app), "--bundles", str(src)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    model_pt = app / "model" / POLYP_SEG / "models" / "model.pt"
+    assert f"has no weights: {model_pt} not found" in made.stderr, made.stderr
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    ids = _polyp_studies(studies, tmp_path, n=8, n_labeled=4)
+
+    server = start_server(app, studies, [POLYP_SEG])
+    assert f"has no weights: {model_pt} not found" in server.log_text()
+    info = server.json("GET", "/info/")
+    assert POLYP_SEG not in info["models"] and POLYP_SEG in info["trainers"]
+    code, body, _ = server.request(
+        "POST", f"/infer/{POLYP_SEG}", query={"image": ids[0], "output": "image"}, form={"params": "{}"}
+    )
+    assert code == 404, (code, body[:500])
+    detail = json.loads(body)["detail"]
+    assert f"model {POLYP_SEG!r} has no weights: {model_pt} not found" in detail and "/train/" in detail, detail
+
+    server.train(POLYP_SEG)
+    assert model_pt.is_file(), "training did not write models/model.pt"
+    label = _png(server.infer(POLYP_SEG, ids[0])[0])
+    assert label.shape == (48, 64) and set(np.unique(label)) <= {0, 1}
+    assert POLYP_SEG in server.json("GET", "/info/")["models"]
+    assert "its weights appeared; no restart needed" in server.log_text()
