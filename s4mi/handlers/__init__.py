@@ -28,6 +28,7 @@ from .ramps import (
     RampHandler,
     RampScheduler,
     SigmoidRamp,
+    WarmupCosine,
     attach_ramp,
     ramp_from_config,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "ResumeLoader",
     "ResumeSaver",
     "SigmoidRamp",
+    "WarmupCosine",
     "attach_ramp",
     "export_teacher",
     "latest_checkpoint",

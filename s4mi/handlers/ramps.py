@@ -34,6 +34,7 @@ __all__ = [
     "RampHandler",
     "RampScheduler",
     "SigmoidRamp",
+    "WarmupCosine",
     "attach_ramp",
     "ramp_from_config",
 ]
@@ -149,6 +150,48 @@ class CosineRampDown(_ShapedRamp):
             return float(self.value)
         p = _progress(t, self.start, self.length)
         return float(self.value) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+@dataclass(frozen=True)
+class WarmupCosine(Ramp):
+    """A linear warm-up from ``warmup_start`` to ``base`` over ``warmup`` steps, then a half cosine from ``base`` to
+    ``final`` at step ``length``; ``final`` after.
+
+    DINO's ``cosine_scheduler`` (Caron et al. 2021), by step: the learning rate (warm-up, then down to ``min_lr``),
+    the weight decay (0.04 up to 0.4), the teacher momentum (0.996 up to 1) and, with ``base == final``, the teacher
+    temperature's warm-up (0.04 to 0.07 over 30 epochs, then constant). As there (``np.linspace`` with its end
+    point), the last warm-up step already reads ``base``.
+
+    Args:
+        base: the value after the warm-up.
+        final: the value at ``length``.
+        length: total steps (warm-up included).
+        warmup: warm-up steps (0: none).
+        warmup_start: the value at step 0 of the warm-up.
+    """
+
+    base: float
+    final: float
+    length: int
+    warmup: int = 0
+    warmup_start: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.length < 1 or not 0 <= self.warmup <= self.length:
+            raise ValueError(
+                f"need 0 <= warmup <= length and length >= 1, got warmup={self.warmup}, length={self.length}"
+            )
+
+    def __call__(self, t: int) -> float:
+        if t < self.warmup:
+            if self.warmup == 1:
+                return float(self.base)
+            return float(self.warmup_start + (self.base - self.warmup_start) * t / (self.warmup - 1))
+        n = self.length - self.warmup
+        if t >= self.length or n <= 0:
+            return float(self.final)
+        i = t - self.warmup
+        return float(self.final + 0.5 * (self.base - self.final) * (1.0 + math.cos(math.pi * i / n)))
 
 
 @dataclass(frozen=True)

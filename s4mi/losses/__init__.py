@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from .consistency import ConsistencyMSELoss, SoftDiceConsistencyLoss, softmax_mse_loss
 from .contrastive import InfoNCEQueueLoss, JCLLoss, info_nce_queue_loss, jcl_enqueue_keys, jcl_loss
+from .dino import DINOLoss
 from .masked import MaskedBCEWithLogitsLoss
 from .targets import confidence, hard_labels, probabilities, pseudo_label_targets
 
 __all__ = [
     "ConsistencyMSELoss",
+    "DINOLoss",
     "InfoNCEQueueLoss",
     "JCLLoss",
     "MaskedBCEWithLogitsLoss",
