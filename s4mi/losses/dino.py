@@ -69,14 +69,15 @@ class DINOLoss(torch.nn.Module):
             raise ValueError(f"DINO needs at least two student crops, got {len(student_out)}")
         targets = [F.softmax((t.detach().float() - self.center) / teacher_temp, dim=-1) for t in teacher_out]
         log_probs = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_out]
-        total, terms = 0.0, 0
+        total = torch.zeros((), device=log_probs[0].device)
+        terms = 0
         for i, q in enumerate(targets):
             for v, log_p in enumerate(log_probs):
                 if v == i:  # the same view: no pair
                     continue
                 total = total + torch.sum(-q * log_p, dim=-1).mean()
                 terms += 1
-        return total / terms  # type: ignore[return-value]
+        return total / terms
 
     @torch.no_grad()
     def update_center(self, teacher_out: Sequence[torch.Tensor]) -> None:
