@@ -1,0 +1,43 @@
+"""DINO's networks: crops of any size through the ViT, the head's normalisations, the multi-crop wrapper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s4mi.networks.dino import CropViT, DINOHead, MultiCropWrapper
+
+
+def _vit() -> CropViT:
+    torch.manual_seed(0)
+    return CropViT(in_channels=3, img_size=32, patch_size=8, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=4)
+
+
+def test_vit_takes_global_and_local_crops() -> None:
+    vit = _vit().eval()
+    assert vit(torch.rand(2, 3, 32, 32)).shape == (2, 32)
+    assert vit(torch.rand(2, 3, 16, 16)).shape == (2, 32)  # a local crop: position embeddings resized
+    assert torch.equal(vit.position_embedding(4, 4), vit.pos_embed)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vit(torch.rand(1, 3, 20, 20))
+
+
+def test_head_is_l2_bottlenecked_and_weight_normalised() -> None:
+    head = DINOHead(32, 10, hidden_dim=16, bottleneck_dim=8)
+    v = head.last_layer.parametrizations.weight.original1  # direction
+    # each prototype's weight has norm g = 1, and g is frozen with norm_last_layer
+    assert torch.allclose(head.last_layer.weight.norm(dim=1), torch.ones(10), atol=1e-6)
+    assert not head.last_layer.parametrizations.weight.original0.requires_grad
+    assert v.requires_grad
+    # outputs are cosine similarities to the prototypes: bounded by 1
+    assert head(torch.randn(5, 32) * 100).abs().max() <= 1.0 + 1e-5
+    assert DINOHead(32, 10, norm_last_layer=False).last_layer.parametrizations.weight.original0.requires_grad
+
+
+def test_multicrop_wrapper_matches_one_forward_per_crop() -> None:
+    net = MultiCropWrapper(_vit(), DINOHead(32, 10, hidden_dim=16, bottleneck_dim=8)).eval()
+    crops = [torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(2, 3, 16, 16)]
+    outs = net(crops)
+    assert [o.shape for o in outs] == [(2, 10)] * 3
+    for crop, out in zip(crops, outs, strict=True):
+        assert torch.allclose(net.head(net.backbone(crop)), out, atol=1e-5)
