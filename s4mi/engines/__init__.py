@@ -5,12 +5,14 @@ from __future__ import annotations
 from s4mi.keys import Keys
 
 from .base import LabelLeakError, SSLTrainer
+from .dino import DINOTrainer
 from .mean_teacher import MeanTeacherTrainer
 from .moco import MoCoTrainer
 from .online_pseudo_label import OnlinePseudoLabelTrainer
 from .semi_supervised import SemiSupervisedTrainer
 
 __all__ = [
+    "DINOTrainer",
     "Keys",
     "LabelLeakError",
     "MeanTeacherTrainer",

@@ -193,6 +193,10 @@ class SSLTrainer(SupervisedTrainer):
         """The iteration's output before :meth:`train_step` adds to it (MONAI's ``image``/``label`` keys)."""
         return {}
 
+    def before_step(self, engine: Any) -> None:
+        """Between backward and the optimizer step, on steps that step (gradients unscaled under AMP): a method's
+        gradient surgery (clipping, freezing a layer). Nothing by default."""
+
     def train_step(self, engine: Any, batch: dict[str, torch.Tensor]) -> None:
         """The method's maths: fill ``engine.state.output`` (``loss`` included), fire FORWARD/LOSS_COMPLETED."""
         raise NotImplementedError(f"{type(self).__name__} must implement train_step")
@@ -230,6 +234,10 @@ class SSLTrainer(SupervisedTrainer):
             loss.backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if should_step:
+            if type(engine).before_step is not SSLTrainer.before_step:
+                if scaler is not None:
+                    scaler.unscale_(engine.optimizer)
+                engine.before_step(engine)
             if scaler is not None:
                 scaler.step(engine.optimizer)
                 scaler.update()
