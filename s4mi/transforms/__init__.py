@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from .labels import LoadClassLabeld, write_class_label
-from .masks import BinarizeMaskd
+from .masks import BinarizeMaskd, SegmentationLabeld, png_scale
 from .views import RandViewsd
 
-__all__ = ["BinarizeMaskd", "LoadClassLabeld", "RandViewsd", "write_class_label"]
+__all__ = [
+    "BinarizeMaskd",
+    "LoadClassLabeld",
+    "RandViewsd",
+    "SegmentationLabeld",
+    "png_scale",
+    "write_class_label",
+]
