@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .labels import LoadClassLabeld, write_class_label
 from .masks import BinarizeMaskd, SegmentationLabeld, png_scale
+from .spatial import rot90_prob
 from .views import RandViewsd
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "RandViewsd",
     "SegmentationLabeld",
     "png_scale",
+    "rot90_prob",
     "write_class_label",
 ]

@@ -1,4 +1,4 @@
-"""A user's own segmentation masks through a bundle's own transforms: kept as class indices, or refused by name.
+"""A user's own data through a bundle's own transforms: masks kept as class indices or refused by name, any 2D size.
 
 Fast: the bundle configs are parsed with ``monai.bundle.ConfigParser`` and only their transforms run, on tiny
 hand-made files (no training).
@@ -112,3 +112,40 @@ def test_ct_label_beyond_num_classes_is_refused_naming_the_file(name: str, tmp_p
     label[label == 6] = 4
     out = preprocessing(_nifti_pair(tmp_path, label))
     assert sorted(np.unique(np.asarray(out["label"])).tolist()) == [0, 4]
+
+
+def _collate_all(transform, item: dict, n: int) -> dict:
+    from monai.data import list_data_collate
+
+    outs = []
+    for _ in range(n):
+        out = transform(dict(item))
+        outs += out if isinstance(out, list) else [out]
+    return list_data_collate(outs)  # "stack expects each tensor to be equal size" when a rotation swapped axes
+
+
+@pytest.mark.parametrize("name", POLYP)
+def test_non_square_spatial_size_gives_equal_size_tensors(name: str, tmp_path: Path) -> None:
+    """RandRotate90d swapped the axes of a 208 x 240 frame in half the draws, and the batch failed to collate."""
+    mask = np.zeros((40, 44), dtype=np.uint8)
+    mask[10:30, 12:30] = 255
+    item = _png_pair(tmp_path, mask)
+    size = [20, 24]
+    parser = _parser(name, spatial_size=size)
+    transforms = [parser.get_parsed_content("train#preprocessing")]
+    if "unlabeled_preprocessing" in parser["train"]:
+        transforms.append(parser.get_parsed_content("train#unlabeled_preprocessing"))
+    for transform in transforms:
+        transform.set_random_state(seed=0)
+        batch = _collate_all(transform, item, 24)
+        for key, value in batch.items():
+            if hasattr(value, "shape") and value.ndim == 4:
+                assert tuple(value.shape[2:]) == tuple(size), f"{name}: {key} has shape {tuple(value.shape)}"
+
+
+@pytest.mark.parametrize("name", POLYP)
+def test_square_spatial_size_keeps_the_90_degree_rotations(name: str) -> None:
+    parser = _parser(name)
+    assert parser.get_parsed_content("spatial_size")[0] == parser.get_parsed_content("spatial_size")[1]
+    rotations = [t for t in parser.get_parsed_content("train#augmentation") if type(t).__name__ == "RandRotate90d"]
+    assert len(rotations) == 1 and rotations[0].prob == 0.5
