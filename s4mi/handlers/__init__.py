@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, ResumeSaver, latest_checkpoint
 from .contrastive import ContrastiveMonitor
-from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
+from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics, TopOneAccuracy
 from .metrics_logger import MetricsLogger
 from .pseudo_labels import PseudoLabelRenderer
 from .ramps import (
@@ -41,6 +41,7 @@ __all__ = [
     "ResumeLoader",
     "ResumeSaver",
     "SigmoidRamp",
+    "TopOneAccuracy",
     "attach_ramp",
     "latest_checkpoint",
     "ramp_from_config",
