@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from tests.conftest import BUNDLES, SCHEMA
+from tests.conftest import BUNDLES
 
 NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
 
@@ -113,11 +113,9 @@ def test_check_properties(name: str, config: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_verify_metadata(name: str, tmp_path: Path) -> None:
-    if not SCHEMA.is_file():
-        pytest.skip(f"schema not found at {SCHEMA} (CI has ../shared beside the checkout)")
-    schema = tmp_path / SCHEMA.name
-    shutil.copy(SCHEMA, schema)
+def test_verify_metadata(name: str, tmp_path: Path, meta_schema_file: Path) -> None:
+    schema = tmp_path / meta_schema_file.name
+    shutil.copy(meta_schema_file, schema)
     from monai.bundle import verify_metadata
 
     verify_metadata(meta_file=str(_configs(name) / "metadata.json"), filepath=str(schema))
