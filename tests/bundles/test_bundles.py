@@ -100,13 +100,14 @@ STAGES = [
 
 
 @pytest.mark.parametrize(("name", "config"), STAGES)
-def test_check_properties(name: str, config: str) -> None:
+def test_check_properties(name: str, config: str, tmp_path: Path) -> None:
     workflow_type = "infer" if config == "inference.json" else "train"
     wf = ConfigWorkflow(
         config_file=str(_configs(name) / config),
         meta_file=str(_configs(name) / "metadata.json"),
         logging_file=str(_configs(name) / "logging.conf"),
         workflow_type=workflow_type,
+        output_dir=str(tmp_path),  # not the bundle's runs/: its split.json would name this session's phantom cache
     )
     wf.initialize()
     assert wf.check_properties() == [], f"{name} {workflow_type}: missing properties"
@@ -165,6 +166,7 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return name, out, log
 
 
+@pytest.mark.slow  # trains every bundle through monai.bundle (most of the suite's time)
 def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
     name, out, log = trained
     state = torch.load(out / "models" / "model.pt", weights_only=True)
@@ -196,6 +198,7 @@ def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
         assert "loaded the pretrained backbone" in log, "the fine-tuning stage did not start from the pretraining"
 
 
+@pytest.mark.slow  # trains every bundle through monai.bundle (most of the suite's time)
 def test_resume_continues(trained: tuple[str, Path, str]) -> None:
     """Running the same command with more epochs resumes from the saved trainer state instead of restarting."""
     name, out, _ = trained
@@ -206,6 +209,7 @@ def test_resume_continues(trained: tuple[str, Path, str]) -> None:
     assert re.search(r"Trainer - INFO - Restored all variables from .*resume", log), "no resume checkpoint loaded"
 
 
+@pytest.mark.slow  # trains every bundle through monai.bundle (most of the suite's time)
 def test_inference(trained: tuple[str, Path, str]) -> None:
     name, out, _ = trained
     pred_dir = out / "pred"
@@ -246,6 +250,7 @@ def test_inference(trained: tuple[str, Path, str]) -> None:
             assert Image.open(mask).size == Image.open(source).size
 
 
+@pytest.mark.slow  # trains every bundle through monai.bundle (most of the suite's time)
 def test_ckpt_export(trained: tuple[str, Path, str]) -> None:
     name, out, _ = trained
     ts = out / "model.ts"
