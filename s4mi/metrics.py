@@ -6,11 +6,11 @@ import warnings
 
 import numpy as np
 import torch
-from monai.metrics import ConfusionMatrixMetric, ROCAUCMetric
+from monai.metrics import ConfusionMatrixMetric, CumulativeIterationMetric, ROCAUCMetric
 from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
 from monai.metrics.rocauc import _calculate
 
-__all__ = ["MacroConfusionMatrixMetric", "MeanAUCMetric", "mean_auc"]
+__all__ = ["MacroConfusionMatrixMetric", "MeanAUCMetric", "TopOneAccuracyMetric", "mean_auc", "top1_accuracy"]
 
 
 def mean_auc(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[float, list[float]]:
@@ -62,6 +62,12 @@ class MeanAUCMetric(ROCAUCMetric):
 class MacroConfusionMatrixMetric(ConfusionMatrixMetric):
     """Per-class confusion-matrix metric averaged over classes (macro), as skin-lesion papers report it.
 
+    With ``metric_name="accuracy"`` this is the mean over classes of the one-vs-rest *binary* accuracy
+    ((TP + TN) / N per class), which the true negatives of the other classes dominate: 0.83 for a 10-class model
+    that is right on 14 % of the images. The s4mi skin bundles report it as ``val_ovr_accuracy`` (SRC-MT's
+    "accuracy") and top-1 accuracy (:class:`TopOneAccuracyMetric`) as ``val_accuracy``. With
+    ``metric_name="sensitivity"`` it is the balanced (multi-class) accuracy, the ISIC 2018 challenge's metric.
+
     MONAI's :class:`~monai.metrics.ConfusionMatrixMetric` with ``reduction="mean"`` averages the confusion matrix
     over classes first and computes the metric once (a micro average): for single-label multi-class data every
     error is one false negative and one false positive, so micro sensitivity, precision and F1 all equal top-1
@@ -84,3 +90,43 @@ class MacroConfusionMatrixMetric(ConfusionMatrixMetric):
         per_class = data.sum(dim=0)  # C 4: tp, fp, tn, fn per class over the whole set
         values = compute_confusion_matrix_metric(self.metric_name[0], per_class)
         return [torch.nanmean(values)]
+
+
+def top1_accuracy(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image top-1 correctness of single-label multi-class predictions.
+
+    Args:
+        y_pred: scores (probabilities, logits or one-hot), shape ``B C``.
+        y: one-hot targets, shape ``B C`` (exactly one 1 per row).
+
+    Returns:
+        ``B 1`` float tensor, 1 where ``argmax(y_pred) == argmax(y)``.
+
+    Raises:
+        ValueError: shapes differ or are not ``B C``, or a target row is not one-hot (multi-label targets have no
+            top-1 accuracy; their bundles report per-finding AUC).
+    """
+    if y_pred.ndim != 2 or y.shape != y_pred.shape:
+        raise ValueError(
+            f"top-1 accuracy expects y_pred and y of shape B C, got {tuple(y_pred.shape)} and {tuple(y.shape)}"
+        )
+    if not bool(((y == 0) | (y == 1)).all() and (y.sum(dim=1) == 1).all()):
+        raise ValueError("top-1 accuracy expects one-hot targets (one class per image); multi-label targets have none")
+    return (y_pred.argmax(dim=1) == y.argmax(dim=1)).float()[:, None]
+
+
+class TopOneAccuracyMetric(CumulativeIterationMetric):
+    """Top-1 accuracy over the whole set: the share of images whose highest score is their class.
+
+    The "accuracy" of a multi-class classifier as most readers take it. MONAI's ``ConfusionMatrixMetric`` has
+    no such metric: its "accuracy" is per class, one-vs-rest (see :class:`MacroConfusionMatrixMetric`).
+    """
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return top1_accuracy(y_pred, y)
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError("the data to aggregate must be a PyTorch Tensor")
+        return data.float().mean()

@@ -13,6 +13,8 @@ echo "s4mi: setting up .venv (first run takes about a minute)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c requirements/constraints.txt torch==2.13.0
-.venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+# setuptools tells every editable install of a flat layout that a folder named like the package could shadow it
+# (s4mi has none): that note only, not other warnings, is silenced
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
 echo "$want" > "$stamp"
 echo "s4mi: .venv ready"

@@ -2,13 +2,69 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLES = REPO / "bundles"
-SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
+SCHEMA_NAME = "meta_schema_20240725.json"
+SCHEMA_URL = f"https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/{SCHEMA_NAME}"
+SCHEMA_ENV = "S4MI_META_SCHEMA"
+DEFAULT_SCHEMA = REPO.parent / "shared" / "monai" / SCHEMA_NAME  # where CI keeps it, beside the checkout
+NO_SCHEMA = "no MONAI bundle metadata schema"  # skip reasons start with this; the run's summary counts them
+_schema_skips: list[str] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--meta-schema",
+        default=None,
+        metavar="PATH",
+        help=f"MONAI bundle metadata schema ({SCHEMA_NAME}) for the verify_metadata tests; default: ${SCHEMA_ENV}, "
+        f"else {DEFAULT_SCHEMA}",
+    )
+
+
+def meta_schema(config: pytest.Config) -> Path:
+    """The metadata schema the tests use: ``--meta-schema``, else ``$S4MI_META_SCHEMA``, else ../shared/monai."""
+    given = config.getoption("--meta-schema") or os.environ.get(SCHEMA_ENV)
+    return Path(given).expanduser() if given else DEFAULT_SCHEMA
+
+
+@pytest.fixture(scope="session")
+def meta_schema_file(request: pytest.FixtureRequest) -> Path:
+    """The schema file, or a skip that the end of the run reports (see ``pytest_terminal_summary``)."""
+    path = meta_schema(request.config)
+    if not path.is_file():
+        pytest.skip(f"{NO_SCHEMA} at {path}")
+    return path
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _schema_skips.clear()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple) and NO_SCHEMA in str(report.longrepr[2]):
+        _schema_skips.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say plainly, last, when the bundle metadata was not checked: a quiet skip reads like a pass."""
+    if not _schema_skips:
+        return
+    tr = terminalreporter
+    tr.section("s4mi: bundle metadata NOT verified", sep="!", yellow=True, bold=True)
+    tr.write_line(
+        f"{len(_schema_skips)} bundle metadata check(s) (monai.bundle.verify_metadata) were SKIPPED: "
+        f"{NO_SCHEMA} at {meta_schema(config)}."
+    )
+    tr.write_line(f"Download {SCHEMA_URL}")
+    tr.write_line(
+        f"and point the tests at it: {SCHEMA_ENV}=/path/to/{SCHEMA_NAME} or --meta-schema PATH (README, Tests)."
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

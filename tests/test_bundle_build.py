@@ -182,3 +182,15 @@ def test_check_fails_on_a_hand_edit_of_a_generated_file(tmp_path, capsys):
     assert f"{target}: differs from what its parts build" in capsys.readouterr().out
     cli(["bundles", "build", "--bundles-dir", str(copy)])
     assert json.loads(target.read_text())["ema_momentum"] == 0.95
+
+
+@pytest.mark.parametrize("name", bundle_names(REPO_BUNDLES))
+def test_every_bundle_version_has_a_changelog_entry(name):
+    """The model zoo's check: metadata.json's changelog holds an entry for its `version`, newest entry first."""
+    meta = json.loads((REPO_BUNDLES / name / "configs" / "metadata.json").read_text())
+    changelog = meta.get("changelog", {})
+    assert meta["version"] in changelog, (
+        f"{name}: metadata version {meta['version']} has no changelog entry (has {sorted(changelog)}); "
+        f"add it to bundles/_parts/bundles/{name}.yaml and run `s4mi bundles build`"
+    )
+    assert next(iter(changelog)) == meta["version"], f"{name}: the newest changelog entry should come first"

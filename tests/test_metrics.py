@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,98 @@ def test_macro_confusion_metrics_match_naive_per_class_average() -> None:
         assert m.aggregate()[0].item() == pytest.approx(naive(name)), name
     # the micro average that MONAI's reduction="mean" gives makes sensitivity equal F1; macro does not here
     assert naive("sensitivity") != pytest.approx(naive("f1 score"))
+
+
+def _naive_multiclass(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Top-1, balanced and one-vs-rest accuracy written out over classes, in numpy."""
+    n, c = scores.shape
+    pred = scores.argmax(axis=1)
+    recalls, ovr = [], []
+    for k in range(c):
+        tp = np.sum((pred == k) & (truth == k))
+        tn = np.sum((pred != k) & (truth != k))
+        ovr.append((tp + tn) / n)
+        if np.sum(truth == k):
+            recalls.append(tp / np.sum(truth == k))
+    return {"accuracy": float(np.mean(pred == truth)), "balanced": float(np.mean(recalls)), "ovr": float(np.mean(ovr))}
+
+
+def test_multi_class_accuracy_is_top1_and_ovr_accuracy_keeps_its_own_name() -> None:
+    """A barely trained 10-class model: one-vs-rest accuracy looks high (true negatives), top-1 does not."""
+    from s4mi.metrics import MacroConfusionMatrixMetric, TopOneAccuracyMetric
+
+    rng = np.random.default_rng(0)
+    n, c = 50, 10
+    truth = rng.integers(0, c, n)
+    scores = rng.random((n, c))
+    scores[:7, :] = 0
+    scores[np.arange(7), truth[:7]] = 1  # 7 sure hits, the rest mostly guesses
+    ref = _naive_multiclass(scores, truth)
+
+    y_pred, y = torch.tensor(scores), torch.nn.functional.one_hot(torch.tensor(truth), c).float()
+    onehot_pred = torch.nn.functional.one_hot(y_pred.argmax(1), c).float()
+    top1, balanced, ovr = (
+        TopOneAccuracyMetric(),
+        MacroConfusionMatrixMetric("sensitivity"),
+        MacroConfusionMatrixMetric("accuracy"),
+    )
+    for sl in (slice(0, 20), slice(20, n)):  # two batches, accumulated
+        top1(y_pred[sl], y[sl])
+        balanced(onehot_pred[sl], y[sl])
+        ovr(onehot_pred[sl], y[sl])
+    assert top1.aggregate().item() == pytest.approx(ref["accuracy"])
+    assert balanced.aggregate()[0].item() == pytest.approx(ref["balanced"])
+    assert ovr.aggregate()[0].item() == pytest.approx(ref["ovr"])
+    assert ref["ovr"] > 0.75 and ref["accuracy"] < 0.35, "the example should show the gap the issue reports"
+
+
+def test_top1_accuracy_refuses_multi_label_targets() -> None:
+    from s4mi.metrics import top1_accuracy
+
+    with pytest.raises(ValueError, match="one-hot"):
+        top1_accuracy(torch.rand(2, 3), torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    with pytest.raises(ValueError, match="B C"):
+        top1_accuracy(torch.rand(2, 3), torch.rand(2, 4))
+
+
+def _skin_metrics(name: str) -> dict:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[1] / "bundles" / name / "configs" / "train.json"))
+    return {
+        k: parser.get_parsed_content(f"validate#additional_metrics#{k}")
+        for k in parser["validate"]["additional_metrics"]
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["supervised_skin_classification", "mean_teacher_skin_classification", "s2mts2_skin_classification"]
+)
+def test_skin_bundles_report_top1_balanced_and_ovr_accuracy(name: str) -> None:
+    """The engine's reported numbers for one batch of decollated items, against the naive numpy reference."""
+    metrics = _skin_metrics(name)
+    assert {"val_accuracy", "val_balanced_accuracy", "val_ovr_accuracy"} <= set(metrics), sorted(metrics)
+    rng = np.random.default_rng(1)
+    n, c = 30, 7
+    truth, scores = rng.integers(0, c, n), rng.random((n, c))
+    ref = _naive_multiclass(scores, truth)
+    probs = torch.softmax(torch.tensor(scores, dtype=torch.float32), dim=1)
+    items = [
+        {
+            "pred": probs[i],
+            "pred_class": torch.nn.functional.one_hot(probs[i].argmax(), c).float(),
+            "label": torch.nn.functional.one_hot(torch.tensor(truth[i]), c).float(),
+        }
+        for i in range(n)
+    ]
+    expected = {
+        "val_accuracy": ref["accuracy"],
+        "val_balanced_accuracy": ref["balanced"],
+        "val_ovr_accuracy": ref["ovr"],
+    }
+    for key, value in expected.items():
+        handler = metrics[key]
+        handler.reset()
+        handler.update(handler._output_transform(items))
+        assert float(handler.compute()) == pytest.approx(value), key

@@ -22,7 +22,8 @@ def dino_param_groups(model: nn.Module) -> list[dict[str, Any]]:
     The second group is marked ``apply_weight_decay: False`` so that :class:`DINOTrainer`'s weight-decay schedule
     leaves it at 0.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -156,7 +157,7 @@ class DINOTrainer(SSLTrainer):
         loss = engine.loss_function(student_out, teacher_out, temp)
         out.update({Keys.LOSS: loss, "teacher_temp": temp})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine.loss_function.update_center(teacher_out)
+        engine.loss_function.update_center(teacher_out)  # type: ignore[attr-defined]
 
     def before_step(self, engine: DINOTrainer) -> None:
         network = engine.network

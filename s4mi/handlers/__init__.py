@@ -13,7 +13,7 @@ from .checkpoint import (
 )
 from .console import EpochLossLogger, RunLengthLogger
 from .contrastive import ContrastiveMonitor
-from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
+from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics, TopOneAccuracy
 from .metrics_logger import MetricsLogger
 from .pretrained import export_teacher, load_pretrained_backbone, load_teacher, save_pretrained_backbone, save_teachers
 from .pseudo_label_cache import PseudoLabelCache
@@ -59,6 +59,7 @@ __all__ = [
     "ResumeLoader",
     "ResumeSaver",
     "SigmoidRamp",
+    "TopOneAccuracy",
     "WarmupCosine",
     "attach_ramp",
     "export_teacher",

@@ -8,9 +8,9 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import IgniteMetricHandler
 
-from s4mi.metrics import MacroConfusionMatrixMetric, MeanAUCMetric
+from s4mi.metrics import MacroConfusionMatrixMetric, MeanAUCMetric, TopOneAccuracyMetric
 
-__all__ = ["MacroConfusionMatrix", "MeanAUC", "PerSourceMetrics"]
+__all__ = ["MacroConfusionMatrix", "MeanAUC", "PerSourceMetrics", "TopOneAccuracy"]
 
 
 class MeanAUC(IgniteMetricHandler):
@@ -38,6 +38,17 @@ class MacroConfusionMatrix(IgniteMetricHandler):
     ) -> None:
         metric_fn = MacroConfusionMatrixMetric(metric_name=metric_name, include_background=include_background)
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=False)
+
+
+class TopOneAccuracy(IgniteMetricHandler):
+    """Top-1 accuracy of a single-label multi-class classifier; see :class:`s4mi.metrics.TopOneAccuracyMetric`.
+
+    Args:
+        output_transform: maps the engine output to ``(y_pred, y)``: scores and one-hot targets, ``C`` per item.
+    """
+
+    def __init__(self, output_transform: Callable = lambda x: x) -> None:
+        super().__init__(metric_fn=TopOneAccuracyMetric(), output_transform=output_transform, save_details=False)
 
 
 class PerSourceMetrics:

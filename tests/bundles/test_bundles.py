@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from tests.conftest import BUNDLES, SCHEMA
+from tests.conftest import BUNDLES
 
 NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
 
@@ -115,24 +115,23 @@ STAGES = [
 
 
 @pytest.mark.parametrize(("name", "config"), STAGES)
-def test_check_properties(name: str, config: str) -> None:
+def test_check_properties(name: str, config: str, tmp_path: Path) -> None:
     workflow_type = "infer" if config == "inference.json" else "train"
     wf = ConfigWorkflow(
         config_file=str(_configs(name) / config),
         meta_file=str(_configs(name) / "metadata.json"),
         logging_file=str(_configs(name) / "logging.conf"),
         workflow_type=workflow_type,
+        output_dir=str(tmp_path),  # not the bundle's runs/: its split.json would name this session's phantom cache
     )
     wf.initialize()
     assert wf.check_properties() == [], f"{name} {workflow_type}: missing properties"
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_verify_metadata(name: str, tmp_path: Path) -> None:
-    if not SCHEMA.is_file():
-        pytest.skip(f"schema not found at {SCHEMA} (CI has ../shared beside the checkout)")
-    schema = tmp_path / SCHEMA.name
-    shutil.copy(SCHEMA, schema)
+def test_verify_metadata(name: str, tmp_path: Path, meta_schema_file: Path) -> None:
+    schema = tmp_path / meta_schema_file.name
+    shutil.copy(meta_schema_file, schema)
     from monai.bundle import verify_metadata
 
     verify_metadata(meta_file=str(_configs(name) / "metadata.json"), filepath=str(schema))
@@ -182,6 +181,7 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return name, out, log
 
 
+@pytest.mark.slow  # trains every bundle through monai.bundle (most of the suite's time)
 def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
     name, out, log = trained
     state = torch.load(out / "models" / "model.pt", weights_only=True)
@@ -213,6 +213,7 @@ def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
         assert "loaded the pretrained backbone" in log, "the fine-tuning stage did not start from the pretraining"
 
 
+@pytest.mark.slow  # trains every bundle through monai.bundle (most of the suite's time)
 def test_resume_continues(trained: tuple[str, Path, str]) -> None:
     """Running the same command with more epochs resumes from the saved trainer state instead of restarting."""
     name, out, _ = trained
@@ -223,6 +224,7 @@ def test_resume_continues(trained: tuple[str, Path, str]) -> None:
     assert re.search(r"Trainer - INFO - Restored all variables from .*resume", log), "no resume checkpoint loaded"
 
 
+@pytest.mark.slow  # trains every bundle through monai.bundle (most of the suite's time)
 def test_inference(trained: tuple[str, Path, str]) -> None:
     name, out, _ = trained
     pred_dir = out / "pred"
@@ -263,6 +265,7 @@ def test_inference(trained: tuple[str, Path, str]) -> None:
             assert Image.open(mask).size == Image.open(source).size
 
 
+@pytest.mark.slow  # trains every bundle through monai.bundle (most of the suite's time)
 def test_ckpt_export(trained: tuple[str, Path, str]) -> None:
     name, out, _ = trained
     ts = out / "model.ts"

@@ -11,6 +11,7 @@ import torch
 from tests.bundles.test_bundles import _bundle_cmd, _run
 
 POLYP = "online_pseudolabel_polyp_segmentation"
+pytestmark = pytest.mark.slow  # each test needs the teacher stage trained through monai.bundle
 
 
 @pytest.fixture(scope="module")
