@@ -234,7 +234,7 @@ def run_one(
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     stages = bundle_stages(bundle)
-    _check_user_keys([*variant, *spec.overrides], configs, overlay)
+    _check_user_keys(list(variant), configs, overlay)  # a --set key may belong to another method of the grid
     train = stages[-1]
     pretrain_cost: dict[str, float] = {}
     if previous is None and len(stages) > 1 and "pretrained_ckpt" not in args:
