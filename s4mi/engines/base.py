@@ -112,7 +112,7 @@ class SSLTrainer(SupervisedTrainer):
             raise AttributeError("this trainer has no teacher")
         return next(iter(self.teachers.values())).ema_model
 
-    def teacher_forward(self, teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def teacher_forward(self, teacher: torch.nn.Module, x: Any) -> Any:
         """A helper network's output, without gradients, in eval mode unless ``teacher_train_mode``."""
         teacher.train(self.teacher_train_mode)
         with torch.no_grad():

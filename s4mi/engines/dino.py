@@ -145,10 +145,7 @@ class DINOTrainer(SSLTrainer):
     def train_step(self, engine: DINOTrainer, batch: dict[str, torch.Tensor]) -> None:
         engine._set_optimizer_values()
         crops = [batch[k] for k in (*engine.global_keys, *engine.local_keys)]
-        teacher = engine.teacher
-        teacher.train(engine.teacher_train_mode)
-        with torch.no_grad():
-            teacher_out = teacher(crops[: len(engine.global_keys)])
+        teacher_out = engine.teacher_forward(engine.teacher, crops[: len(engine.global_keys)])
         student_out = engine.network(crops)
         out = engine.state.output
         out.update({Keys.PRED: student_out[0], "teacher_out": teacher_out, "student_out": student_out})
