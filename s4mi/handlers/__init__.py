@@ -1,5 +1,5 @@
 """Ignite/MONAI handlers: checkpoints (training state, pretrained and teacher weights), metrics, teacher updates,
-ramps, pseudo labels."""
+ramps, pseudo labels, feature probes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, Resum
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
+from .probe import ProbeHandler
 from .pretrained import export_teacher, load_pretrained_backbone, load_teacher, save_pretrained_backbone, save_teachers
 from .pseudo_label_cache import PseudoLabelCache
 from .pseudo_label_writer import PseudoLabelWriter
@@ -36,6 +37,7 @@ __all__ = [
     "MacroConfusionMatrix",
     "MeanAUC",
     "PerSourceMetrics",
+    "ProbeHandler",
     "MetricsLogger",
     "PseudoLabelCache",
     "PseudoLabelRenderer",
