@@ -7,8 +7,8 @@ from .checkpoint import AtomicCheckpointSaver, RandomStates, ResumeLoader, Resum
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics
 from .metrics_logger import MetricsLogger
-from .probe import ProbeHandler
 from .pretrained import export_teacher, load_pretrained_backbone, load_teacher, save_pretrained_backbone, save_teachers
+from .probe import ProbeHandler
 from .pseudo_label_cache import PseudoLabelCache
 from .pseudo_label_writer import PseudoLabelWriter
 from .pseudo_labels import PseudoLabelRenderer
