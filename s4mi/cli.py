@@ -1,4 +1,4 @@
-"""The ``s4mi`` command line: data, split, benchmark and the demo main job."""
+"""The ``s4mi`` command line: data, split, benchmark, probe and the demo main job."""
 
 from __future__ import annotations
 
@@ -159,6 +159,15 @@ def _cmd_bundles_build(a: argparse.Namespace) -> None:
         print(f"s4mi bundles build: every bundle under {root} was up to date")
 
 
+def _cmd_probe(a: argparse.Namespace) -> None:
+    from s4mi.benchmark.probe import probe_checkpoint, probe_table
+
+    scores = probe_checkpoint(
+        a.bundle, a.ckpt, datalist=a.datalist, fraction=a.fraction, phantom_n=a.phantom_n, seed=a.seed, device=a.device
+    )
+    print(probe_table(scores))
+
+
 def _cmd_demo(a: argparse.Namespace) -> None:
     from s4mi.demo import run_demo
 
@@ -249,6 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--check", action="store_true", help="only compare; exit 1 when a committed file differs")
     bb.add_argument("--bundles-dir", default=None, help="folder holding the bundles and _parts (default: the repo's)")
     bb.set_defaults(func=_cmd_bundles_build)
+
+    pr = sub.add_parser(
+        "probe",
+        help="kNN and linear probes of a pretrained backbone vs random initialisation",
+        description="Fits DINO's weighted kNN and a logistic-regression probe on the frozen backbone features of "
+        "the labelled share of training and scores them on validation, for a randomly initialised network of the "
+        "bundle's architecture and the same network with the checkpoint's backbone loaded (same seed).",
+    )
+    pr.add_argument("--bundle", required=True, help="bundle name (under bundles/) or path")
+    pr.add_argument("--ckpt", required=True, help="the pretraining's models/pretrained.pt")
+    pr.add_argument("--datalist", default=None, help="datalist JSON (default: the bundle's phantom)")
+    pr.add_argument("--fraction", type=float, default=None, help="labelled share (default: the bundle's)")
+    pr.add_argument("--phantom-n", type=int, default=None, help="phantom size (default: the bundle's)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=_cmd_probe)
 
     dm = sub.add_parser("demo", help="train the supervised chest X-ray baseline on the phantom and report")
     dm.add_argument("--out", default="outputs/demo")

@@ -1,5 +1,5 @@
 """Ignite/MONAI handlers: checkpoints (training state, pretrained and teacher weights), metrics, teacher updates,
-ramps, pseudo labels."""
+ramps, pseudo labels, feature probes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics, TopOneAccuracy
 from .metrics_logger import MetricsLogger
 from .pretrained import export_teacher, load_pretrained_backbone, load_teacher, save_pretrained_backbone, save_teachers
+from .probe import ProbeHandler
 from .pseudo_label_cache import PseudoLabelCache
 from .pseudo_label_writer import PseudoLabelWriter
 from .pseudo_labels import PseudoLabelRenderer
@@ -47,6 +48,7 @@ __all__ = [
     "MacroConfusionMatrix",
     "MeanAUC",
     "PerSourceMetrics",
+    "ProbeHandler",
     "MetricsLogger",
     "PseudoLabelCache",
     "PseudoLabelRenderer",

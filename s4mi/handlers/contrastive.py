@@ -26,7 +26,9 @@ class ContrastiveMonitor:
     ``loss``, ``pos_cosine`` (mean cosine between a query and its key mean: how well the two views agree),
     ``neg_cosine`` (mean cosine between queries of different images in the batch) and ``collapse`` (MONAI's
     effective-rank collapse score of the epoch's last ``max_embeddings`` query embeddings, in [0, 1], higher is
-    more collapsed), plus ``jcl_lambda`` and ``wall_s``. A collapse score above ``collapse_warning`` warns.
+    more collapsed), plus ``jcl_lambda``, ``wall_s`` and the numbers in the engine's ``state.metrics`` (e.g. a
+    :class:`s4mi.handlers.ProbeHandler`'s scores, when it is attached first). A collapse score above
+    ``collapse_warning`` warns.
 
     After a resume in the middle of an epoch, that epoch's row averages only the iterations run since.
 
@@ -90,6 +92,9 @@ class ContrastiveMonitor:
                 collapse = score.get("effective_rank_score")
                 if collapse is not None:
                     row["collapse"] = float(collapse)
+        for key, value in engine.state.metrics.items():
+            if isinstance(value, (int, float)) and key not in row:
+                row[key] = float(value)
         if "collapse" in row and math.isfinite(row["collapse"]) and row["collapse"] > self.collapse_warning:
             warnings.warn(
                 f"epoch {row['epoch']}: the query embeddings look collapsed (effective-rank collapse score "
