@@ -14,8 +14,8 @@ from monai.networks.nets import DenseNet
 from s4mi.bundle import locate_bundle_root
 from s4mi.data.prepare import prepare_datalist
 from s4mi.handlers.pretrained import load_pretrained_backbone
-from s4mi.handlers.probe import embed
-from s4mi.networks import densenet_features
+from s4mi.handlers.probe import backbone_features, embed
+from s4mi.networks import ViTClassifier
 from s4mi.probe import knn_probe, linear_probe
 
 __all__ = ["probe_checkpoint", "probe_table"]
@@ -72,7 +72,7 @@ def probe_checkpoint(
         ``{"random": scores, "pretrained": scores}``, scores named ``knn_<metric>`` and ``linear_<metric>``.
 
     Raises:
-        TypeError: the bundle's network is not a MONAI DenseNet (a classification bundle).
+        TypeError: the bundle's network is neither a MONAI DenseNet nor an s4mi ViTClassifier (a classification bundle).
         ValueError: the probe or validation set is empty.
     """
     parser = _bundle_parser(bundle)
@@ -98,11 +98,14 @@ def probe_checkpoint(
     for name in ("random", "pretrained"):
         torch.manual_seed(seed)
         net: Any = get("network_def", lazy=False)
-        if not isinstance(net, DenseNet):
-            raise TypeError(f"s4mi probe: {bundle}'s network_def is a {type(net).__name__}, not a MONAI DenseNet")
+        if not isinstance(net, (DenseNet, ViTClassifier)):
+            raise TypeError(
+                f"s4mi probe: {bundle}'s network_def is a {type(net).__name__}, not a MONAI DenseNet or an s4mi "
+                "ViTClassifier"
+            )
         if name == "pretrained":
-            load_pretrained_backbone(net, ckpt)
-        features = densenet_features(net.to(device))
+            load_pretrained_backbone(net, ckpt, exclude=tuple(parser.get("pretrained_exclude", ["class_layers.out."])))
+        features = backbone_features(net.to(device))
         (train_f, train_y), (val_f, val_y) = (embed(features, loader, device) for loader in loaders)
         knn = knn_probe(train_f, train_y, val_f, val_y, None, k, temperature, multilabel)
         lin = linear_probe(train_f, train_y, val_f, val_y, multilabel=multilabel, seed=seed)

@@ -12,12 +12,18 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["ddp_device_ids", "destroy_distributed", "distributed_device", "init_distributed", "is_main_process"]
+__all__ = ["ddp_device_ids", "destroy_distributed", "distributed_device", "init_distributed", "is_main_process", "world_size"]
 
 
 def is_main_process() -> bool:
     """True outside ``torch.distributed`` and on rank 0: the process that logs, shows progress and saves."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def world_size() -> int:
+    """The number of processes of the ``torch.distributed`` group (1 when it is not initialised): DINO's learning
+    rate scales with the batch of every rank together."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def distributed_device() -> torch.device:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from s4mi.keys import Keys
 
 from .base import LabelLeakError, SSLTrainer
-from .dino import DINOTrainer
+from .dino import DINOTrainer, clip_gradients, dino_param_groups
 from .mean_teacher import MeanTeacherTrainer
 from .moco import MoCoTrainer
 from .online_pseudo_label import OnlinePseudoLabelTrainer
@@ -13,6 +13,8 @@ from .semi_supervised import SemiSupervisedTrainer
 
 __all__ = [
     "DINOTrainer",
+    "clip_gradients",
+    "dino_param_groups",
     "Keys",
     "LabelLeakError",
     "MeanTeacherTrainer",

@@ -17,6 +17,7 @@ from monai.networks.nets import DenseNet
 from monai.utils import optional_import
 from torch import nn
 
+from s4mi.networks.dino import MultiCropWrapper, ViTClassifier
 from s4mi.networks.heads import EncoderWithHead, densenet_features
 from s4mi.probe import is_multilabel, knn_probe, linear_probe
 
@@ -28,19 +29,33 @@ __all__ = ["ProbeHandler", "backbone_features", "embed"]
 def backbone_features(network: nn.Module) -> nn.Module:
     """The module mapping images to pooled backbone features ``B F`` of a network.
 
-    An :class:`s4mi.networks.EncoderWithHead` (a MoCo query or key encoder) gives its backbone (the projection
-    head is dropped, as for fine-tuning); a MONAI DenseNet gives :func:`s4mi.networks.densenet_features`; an
+    An :class:`s4mi.networks.EncoderWithHead` (a MoCo query or key encoder) or a DINO
+    :class:`~s4mi.networks.MultiCropWrapper` gives its backbone (the projection head is dropped, as for fine-tuning);
+    a :class:`~s4mi.networks.ViTClassifier` its class-token features; a MONAI DenseNet gives :func:`s4mi.networks.densenet_features`; an
     :class:`s4mi.handlers.EMATeacher` its EMA model's; any other module is taken as a feature extractor.
     ``DataParallel``/``DistributedDataParallel`` wrappers are removed.
     """
     network = getattr(network, "ema_model", network)
     if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         network = network.module
-    if isinstance(network, EncoderWithHead):
+    if isinstance(network, (EncoderWithHead, MultiCropWrapper)):
         return network.backbone
+    if isinstance(network, ViTClassifier):
+        return _Features(network)
     if isinstance(network, DenseNet):
         return densenet_features(network)
     return network
+
+
+class _Features(nn.Module):
+    """A classifier's ``features`` method as a module (the probes call their feature extractor)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.features(x)  # type: ignore[operator]
 
 
 @torch.no_grad()

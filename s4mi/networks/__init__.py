@@ -4,13 +4,14 @@ backbones for MONAI's FlexibleUNet (registered on import)."""
 from __future__ import annotations
 
 from .densenet_encoder import DenseNetEncoder
-from .dino import CropViT, DINOHead, MultiCropWrapper
+from .dino import CropViT, DINOHead, MultiCropWrapper, ViTClassifier
 from .heads import EncoderWithHead, ProjectionHead, backbone_state_dict_for_classifier, densenet_features
 from .queue import KeyQueue, batch_shuffle, batch_unshuffle, concat_all_gather, shuffled_key_forward
 
 __all__ = [
     "CropViT",
     "DINOHead",
+    "ViTClassifier",
     "MultiCropWrapper",
     "DenseNetEncoder",
     "EncoderWithHead",

@@ -11,6 +11,7 @@ are resized bicubically per crop size. Its output is the class token's features,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-__all__ = ["CropViT", "DINOHead", "MultiCropWrapper"]
+__all__ = ["CropViT", "DINOHead", "MultiCropWrapper", "ViTClassifier"]
 
 
 class CropViT(nn.Module):
@@ -92,6 +93,31 @@ class CropViT(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens)[:, 0]
+
+
+class ViTClassifier(CropViT):
+    """A :class:`CropViT` with a linear classifier on its class token: the network DINO's backbone is fine-tuned as.
+
+    Its parameters are the ViT's, under the same names (what a DINO pretraining saves as ``pretrained.pt``), plus
+    ``head.weight`` and ``head.bias``, so :func:`s4mi.handlers.load_pretrained_backbone` loads a pretrained
+    backbone with ``exclude=("head.",)``. :meth:`features` gives the class-token features (the probes' input).
+
+    Args:
+        in_channels: image channels.
+        out_channels: classes (the head's outputs; named as MONAI's networks name it, so bundles set it alike).
+        kwargs: the rest of :class:`CropViT`'s arguments.
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 2, **kwargs: Any) -> None:
+        super().__init__(in_channels=in_channels, **kwargs)
+        self.head = nn.Linear(self.hidden_size, out_channels)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``B hidden_size`` class-token features (the ViT without the head)."""
+        return super().forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 class DINOHead(nn.Module):

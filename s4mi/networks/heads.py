@@ -126,13 +126,15 @@ def backbone_state_dict_for_classifier(encoder: nn.Module) -> dict[str, torch.Te
     """The pretrained backbone's weights, keyed for the classifier network it came from.
 
     For a DenseNet backbone these are the keys of a MONAI DenseNet of the same architecture except its final
-    Linear (``class_layers.out.*``, which the fine-tuning task replaces), so::
+    Linear (``class_layers.out.*``, which the fine-tuning task replaces); for a DINO student or teacher
+    (:class:`s4mi.networks.dino.MultiCropWrapper` of a :class:`~s4mi.networks.dino.CropViT`) the ViT's keys, those of
+    :class:`~s4mi.networks.dino.ViTClassifier` but its ``head.*``. For the DenseNet::
 
         missing, unexpected = DenseNet121(2, 1, 6).load_state_dict(sd, strict=False)
         # missing == ["class_layers.out.weight", "class_layers.out.bias"], unexpected == []
 
     Args:
-        encoder: an :class:`EncoderWithHead`, possibly wrapped in ``DataParallel``/``DistributedDataParallel``
+        encoder: an :class:`EncoderWithHead` or a ``MultiCropWrapper``, possibly wrapped in ``DataParallel``/``DistributedDataParallel``
             (an :class:`s4mi.handlers.EMATeacher`'s ``ema_model`` works too).
 
     Returns:
@@ -140,10 +142,12 @@ def backbone_state_dict_for_classifier(encoder: nn.Module) -> dict[str, torch.Te
         without the projection head and without any ``class_layers.out.*`` key.
 
     Raises:
-        TypeError: if ``encoder`` is not an :class:`EncoderWithHead`.
+        TypeError: if ``encoder`` is neither.
     """
     if isinstance(encoder, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         encoder = encoder.module
-    if not isinstance(encoder, EncoderWithHead):
-        raise TypeError(f"expected an EncoderWithHead, got {type(encoder).__name__}")
+    from s4mi.networks.dino import MultiCropWrapper
+
+    if not isinstance(encoder, (EncoderWithHead, MultiCropWrapper)):
+        raise TypeError(f"expected an EncoderWithHead or a MultiCropWrapper, got {type(encoder).__name__}")
     return {k: v for k, v in encoder.backbone.state_dict().items() if not k.startswith(_DENSENET_CLASSIFIER)}
