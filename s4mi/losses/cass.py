@@ -24,14 +24,15 @@ def cass_loss(
         eps: the norm floor of the L2 normalisation (``torch.nn.functional.normalize``'s).
 
     Returns:
-        a scalar, or ``B`` values with ``reduction="none"``; each in ``[0, 4]`` (0 for parallel outputs, 4 for
-        opposite ones).
+        a float32 scalar, or ``B`` values with ``reduction="none"``; each in ``[0, 4]`` (0 for parallel outputs, 4
+        for opposite ones).
 
     Raises:
         ValueError: if the shapes differ or are not ``B D``, or ``reduction`` is unknown.
     """
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"expected two B x D outputs of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = x.float(), y.float()  # the normalisation in float32 under AMP
     per_sample = 2.0 - 2.0 * (F.normalize(x, dim=-1, eps=eps) * F.normalize(y, dim=-1, eps=eps)).sum(dim=-1)
     if reduction == "mean":
         return per_sample.mean()
