@@ -40,14 +40,14 @@ class CASSTrainer(SSLTrainer):
 
     The optimizer: CASS builds one ``Adam(lr=1e-3)`` per network (wrapped in torchcontrib's ``SWA`` in manual mode,
     which never averages since ``update_swa`` is never called, so plain Adam) and a ``CosineAnnealingLR(T_max=16,
-    eta_min=1e-6)`` per network stepped every *iteration* (a cosine that restarts every 32 iterations); both step
-    after the one backward. Adam is per parameter, so one Adam over
-    :meth:`s4mi.networks.CASSPair.param_groups` (a group per network, ``tests/networks/test_cass.py`` checks the
-    steps are the same) is CASS's optimiser, and one MONAI ``LrScheduleHandler(..., epoch_level=False)`` on it is
-    CASS's schedule. Two deliberate differences: the gradients are zeroed before each step (CASS's pretraining loop
-    never calls ``zero_grad``, so each step uses the sum of every gradient since the start), and the pretraining
-    data is whatever loader is given (CASS pretrains on the labelled subset it fine-tunes on; s4mi's bundles
-    default to all training images).
+    eta_min=1e-6)`` per network stepped every *iteration* (so the learning rate falls to 1e-6 over 16 iterations,
+    climbs back to 1e-3 over the next 16, and so on); both step after the one backward (cell 19). Adam is per
+    parameter, so one Adam over :meth:`s4mi.networks.CASSPair.param_groups` (a group per network;
+    ``tests/networks/test_cass.py`` checks it takes the same steps as two Adams) is CASS's optimiser, and one MONAI
+    ``LrScheduleHandler(..., epoch_level=False)`` on it is CASS's schedule. Two deliberate differences: the
+    gradients are zeroed before each step (CASS's pretraining loop never calls ``zero_grad``, so each of its steps
+    uses the sum of every gradient since the start), and the pretraining data is whatever loader is given (CASS
+    pretrains on the labelled subset it then fine-tunes on, cells 21-25; s4mi's default is all training images).
 
     Args:
         device, max_epochs, train_data_loader, optimizer: as :class:`monai.engines.SupervisedTrainer`; the loader
