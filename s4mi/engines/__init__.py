@@ -5,6 +5,7 @@ from __future__ import annotations
 from s4mi.keys import Keys
 
 from .base import LabelLeakError, SSLTrainer
+from .cass import CASSTrainer
 from .dino import DINOTrainer, clip_gradients, dino_param_groups
 from .mean_teacher import MeanTeacherTrainer
 from .moco import MoCoTrainer
@@ -12,6 +13,7 @@ from .online_pseudo_label import OnlinePseudoLabelTrainer
 from .semi_supervised import SemiSupervisedTrainer
 
 __all__ = [
+    "CASSTrainer",
     "DINOTrainer",
     "clip_gradients",
     "dino_param_groups",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .cass import CASSLoss, cass_loss
 from .consistency import ConsistencyMSELoss, SoftDiceConsistencyLoss, softmax_mse_loss
 from .contrastive import InfoNCEQueueLoss, JCLLoss, info_nce_queue_loss, jcl_enqueue_keys, jcl_loss
 from .dino import DINOLoss
@@ -9,12 +10,14 @@ from .masked import MaskedBCEWithLogitsLoss
 from .targets import confidence, hard_labels, probabilities, pseudo_label_targets
 
 __all__ = [
+    "CASSLoss",
     "ConsistencyMSELoss",
     "DINOLoss",
     "InfoNCEQueueLoss",
     "JCLLoss",
     "MaskedBCEWithLogitsLoss",
     "SoftDiceConsistencyLoss",
+    "cass_loss",
     "confidence",
     "hard_labels",
     "info_nce_queue_loss",

@@ -1,14 +1,16 @@
-"""Network parts: projection heads, a backbone + head encoder, MoCo's key queue and shuffle-BN, and DenseNet
-backbones for MONAI's FlexibleUNet (registered on import)."""
+"""Network parts: projection heads, a backbone + head encoder, MoCo's key queue and shuffle-BN, DINO's ViT and head,
+CASS's CNN + ViT pair, and DenseNet backbones for MONAI's FlexibleUNet (registered on import)."""
 
 from __future__ import annotations
 
+from .cass import CASSPair
 from .densenet_encoder import DenseNetEncoder
 from .dino import CropViT, DINOHead, MultiCropWrapper, ViTClassifier
 from .heads import EncoderWithHead, ProjectionHead, backbone_state_dict_for_classifier, densenet_features
 from .queue import KeyQueue, batch_shuffle, batch_unshuffle, concat_all_gather, shuffled_key_forward
 
 __all__ = [
+    "CASSPair",
     "CropViT",
     "DINOHead",
     "ViTClassifier",

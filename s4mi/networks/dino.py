@@ -25,6 +25,9 @@ __all__ = ["CropViT", "DINOHead", "MultiCropWrapper", "ViTClassifier"]
 class CropViT(nn.Module):
     """A 2D ViT whose forward takes any crop size divisible by the patch size; returns ``B hidden_size`` features.
 
+    Every trainable parameter gets a gradient from a forward, so it runs under ``DistributedDataParallel`` without
+    ``find_unused_parameters`` (the MONAI parameters it does not use are frozen).
+
     Args:
         in_channels: image channels.
         img_size: the size the position embeddings are made for (the global crop).
@@ -73,6 +76,13 @@ class CropViT(nn.Module):
             ]
         )
         self.norm = nn.LayerNorm(hidden_size)
+        # MONAI builds parameters this forward never uses: the patch block's fixed-grid position embeddings and each
+        # block's cross-attention norm. Frozen, so that DistributedDataParallel (find_unused_parameters=False) does
+        # not wait for their gradients ("Expected to have finished reduction in the prior iteration"); their
+        # state_dict keys stay.
+        self.patch_embedding.position_embeddings.requires_grad_(False)
+        for block in self.blocks:
+            block.norm_cross_attn.requires_grad_(False)
 
     def position_embedding(self, h: int, w: int) -> torch.Tensor:
         """``1 (1 + h w) hidden`` position embeddings for an ``h x w`` patch grid (bicubic resize of the grid's)."""

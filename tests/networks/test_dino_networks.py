@@ -22,6 +22,22 @@ def test_vit_takes_global_and_local_crops() -> None:
         vit(torch.rand(1, 3, 20, 20))
 
 
+def test_every_trainable_vit_parameter_gets_a_gradient() -> None:
+    """DDP without find_unused_parameters fails at the second step when a trainable parameter gets no gradient."""
+    vit = _vit()
+    (vit(torch.rand(2, 3, 32, 32)).sum() + vit(torch.rand(2, 3, 16, 16)).sum()).backward()
+    unused = [n for n, p in vit.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+    frozen = sorted(n for n, p in vit.named_parameters() if not p.requires_grad)
+    assert frozen == [
+        "blocks.0.norm_cross_attn.bias",
+        "blocks.0.norm_cross_attn.weight",
+        "blocks.1.norm_cross_attn.bias",
+        "blocks.1.norm_cross_attn.weight",
+        "patch_embedding.position_embeddings",
+    ]
+
+
 def test_head_is_l2_bottlenecked_and_weight_normalised() -> None:
     head = DINOHead(32, 10, hidden_dim=16, bottleneck_dim=8)
     v = head.last_layer.parametrizations.weight.original1  # direction
