@@ -6,7 +6,14 @@ from pathlib import Path
 
 import torch
 
-from .distributed import ddp_device_ids, destroy_distributed, distributed_device, init_distributed, is_main_process, world_size
+from .distributed import (
+    ddp_device_ids,
+    destroy_distributed,
+    distributed_device,
+    init_distributed,
+    is_main_process,
+    world_size,
+)
 from .outputs import protect_model, run_ckpt_dir
 from .overrides import BundleConfigError, check_overrides
 from .stages import require_first_stage

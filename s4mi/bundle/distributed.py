@@ -12,7 +12,14 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["ddp_device_ids", "destroy_distributed", "distributed_device", "init_distributed", "is_main_process", "world_size"]
+__all__ = [
+    "ddp_device_ids",
+    "destroy_distributed",
+    "distributed_device",
+    "init_distributed",
+    "is_main_process",
+    "world_size",
+]
 
 
 def is_main_process() -> bool:
