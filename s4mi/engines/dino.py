@@ -152,9 +152,20 @@ class DINOTrainer(SSLTrainer):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         temp = engine.scheduled("teacher_temp")
         loss = engine.loss_function(student_out, teacher_out, temp)
-        out.update({Keys.LOSS: loss, "teacher_temp": temp})
+        out.update(
+            {Keys.LOSS: loss, "teacher_temp": temp, "teacher_entropy": engine._teacher_entropy(teacher_out, temp)}
+        )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine.loss_function.update_center(teacher_out)  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def _teacher_entropy(self, teacher_out: Sequence[torch.Tensor], temp: float) -> float:
+        """Mean entropy of the teacher's centred, sharpened targets: the collapse signal of DINO's section 5.3
+        (``log K`` when the targets are uniform, 0 when one prototype takes every image)."""
+        center = getattr(self.loss_function, "center", 0.0)
+        t = torch.cat([x.detach().float() for x in teacher_out])
+        p = torch.softmax((t - center) / temp, dim=-1)
+        return float(-(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean())
 
     def before_step(self, engine: DINOTrainer) -> None:
         network = engine.network

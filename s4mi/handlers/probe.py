@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.networks.nets import DenseNet
-from monai.utils import optional_import
+from monai.utils import convert_to_tensor, optional_import
 from torch import nn
 
 from s4mi.networks.dino import MultiCropWrapper, ViTClassifier
@@ -80,9 +80,9 @@ def embed(
         for batch in loader:
             if image_key not in batch or label_key not in batch:
                 raise KeyError(f"probe batch lacks {image_key!r} or {label_key!r} (has {sorted(batch)})")
-            x = torch.as_tensor(batch[image_key]).to(device)
-            feats.append(features(x).float().flatten(1).cpu())
-            labels.append(torch.as_tensor(batch[label_key]).cpu())
+            x = convert_to_tensor(batch[image_key], track_meta=False).to(device)  # plain tensors: features of a
+            feats.append(features(x).float().flatten(1).cpu())  # MetaTensor batch would carry its metadata
+            labels.append(convert_to_tensor(batch[label_key], track_meta=False).cpu())
     finally:
         for m, mode in modes:
             m.training = mode

@@ -94,8 +94,12 @@ class CropViT(nn.Module):
         return torch.cat([cls_pos, grid_pos.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``B hidden_size`` class-token features."""
         if x.ndim != 4 or x.shape[2] % self.patch_size or x.shape[3] % self.patch_size:
-            raise ValueError(f"expected B C H W crops with H, W multiples of {self.patch_size}, got {tuple(x.shape)}")
+            raise ValueError(f"expected B C H W crops with H, W multiples of {self.patch_size}, got {list(x.shape)}")
         h, w = x.shape[2] // self.patch_size, x.shape[3] // self.patch_size
         tokens = self.patch_embedding.patch_embeddings(x).flatten(2).transpose(1, 2)  # B (h w) hidden
         tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
@@ -121,10 +125,6 @@ class ViTClassifier(CropViT):
     def __init__(self, in_channels: int = 3, out_channels: int = 2, **kwargs: Any) -> None:
         super().__init__(in_channels=in_channels, **kwargs)
         self.head = nn.Linear(self.hidden_size, out_channels)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``B hidden_size`` class-token features (the ViT without the head)."""
-        return super().forward(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

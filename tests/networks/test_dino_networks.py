@@ -57,3 +57,28 @@ def test_multicrop_wrapper_matches_one_forward_per_crop() -> None:
     assert [o.shape for o in outs] == [(2, 10)] * 3
     for crop, out in zip(crops, outs, strict=True):
         assert torch.allclose(net.head(net.backbone(crop)), out, atol=1e-5)
+
+
+def test_vit_classifier_loads_a_dino_backbone_and_scripts(tmp_path) -> None:
+    """The teacher's ViT saved by the DINO pretraining loads into the fine-tuning ViTClassifier (only ``head.*``
+    left at its initialisation), gives the same features, and TorchScript compiles it (ckpt_export)."""
+    from s4mi.handlers import load_pretrained_backbone, save_pretrained_backbone
+    from s4mi.handlers.probe import backbone_features
+    from s4mi.networks import ViTClassifier, backbone_state_dict_for_classifier
+
+    kw = {"img_size": 16, "patch_size": 8, "hidden_size": 16, "mlp_dim": 32, "num_layers": 1, "num_heads": 2}
+    torch.manual_seed(0)
+    teacher = MultiCropWrapper(CropViT(in_channels=1, **kw), DINOHead(16, 12, hidden_dim=16, bottleneck_dim=8))
+    assert set(backbone_state_dict_for_classifier(teacher)) == set(teacher.backbone.state_dict())
+    path = save_pretrained_backbone(teacher, tmp_path / "pretrained.pt")
+    torch.manual_seed(1)
+    clf = ViTClassifier(in_channels=1, out_channels=3, **kw).eval()
+    left = load_pretrained_backbone(clf, path, exclude=("head.",))
+    assert sorted(left) == ["head.bias", "head.weight"]
+    x = torch.rand(2, 1, 16, 16)
+    teacher.eval()
+    assert torch.equal(clf.features(x), teacher.backbone(x))
+    assert torch.equal(backbone_features(clf)(x), clf.features(x))
+    assert torch.equal(backbone_features(teacher)(x), teacher.backbone(x))
+    scripted = torch.jit.script(clf)
+    assert torch.allclose(scripted(x), clf(x)) and clf(x).shape == (2, 3)
