@@ -104,7 +104,9 @@ def probe_checkpoint(
                 "ViTClassifier"
             )
         if name == "pretrained":
-            load_pretrained_backbone(net, ckpt, exclude=tuple(parser.get("pretrained_exclude", ["class_layers.out."])))
+            exclude = tuple(get("pretrained_exclude") if "pretrained_exclude" in parser else ["class_layers.out."])
+            key = get("pretrained_key") if "pretrained_key" in parser else "model"
+            load_pretrained_backbone(net, ckpt, exclude=exclude, key=key)
         features = backbone_features(net.to(device))
         (train_f, train_y), (val_f, val_y) = (embed(features, loader, device) for loader in loaders)
         knn = knn_probe(train_f, train_y, val_f, val_y, None, k, temperature, multilabel)

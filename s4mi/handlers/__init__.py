@@ -15,7 +15,14 @@ from .console import EpochLossLogger, RunLengthLogger
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics, TopOneAccuracy
 from .metrics_logger import MetricsLogger
-from .pretrained import export_teacher, load_pretrained_backbone, load_teacher, save_pretrained_backbone, save_teachers
+from .pretrained import (
+    export_teacher,
+    load_pretrained_backbone,
+    load_teacher,
+    save_pretrained_backbone,
+    save_pretrained_backbones,
+    save_teachers,
+)
 from .probe import ProbeHandler
 from .pseudo_label_cache import PseudoLabelCache
 from .pseudo_label_writer import PseudoLabelWriter
@@ -70,5 +77,6 @@ __all__ = [
     "load_teacher",
     "ramp_from_config",
     "save_pretrained_backbone",
+    "save_pretrained_backbones",
     "save_teachers",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "load_pretrained_backbone",
     "load_teacher",
     "save_pretrained_backbone",
+    "save_pretrained_backbones",
     "save_teachers",
 ]
 
@@ -116,6 +117,28 @@ def save_pretrained_backbone(encoder: nn.Module, path: str | os.PathLike) -> Pat
         return Path(path)
 
     state = {k: v.detach().cpu().clone() for k, v in backbone_state_dict_for_classifier(encoder).items()}
+    return _atomic_save(state, Path(path))
+
+
+def save_pretrained_backbones(backbones: dict[str, dict[str, torch.Tensor]], path: str | os.PathLike) -> Path:
+    """Write several backbones' state dicts as one file, ``{name: state_dict}``, atomically to ``path``.
+
+    A pretraining that trains more than one network for fine-tuning (CASS: a CNN and a ViT) writes them together;
+    the fine-tuning stage picks one with ``load_pretrained_backbone(..., key=name)``. Under ``torch.distributed``
+    only the main process writes.
+
+    Args:
+        backbones: name -> state dict (e.g. ``{"cnn": pair.cnn_state_dict(), "vit": pair.vit_state_dict()}``).
+        path: the file to write (its folder is made).
+
+    Returns:
+        the path written.
+    """
+    from s4mi.bundle.distributed import is_main_process
+
+    if not is_main_process():
+        return Path(path)
+    state = {name: {k: v.detach().cpu().clone() for k, v in sd.items()} for name, sd in backbones.items()}
     return _atomic_save(state, Path(path))
 
 
