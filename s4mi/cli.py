@@ -163,7 +163,14 @@ def _cmd_probe(a: argparse.Namespace) -> None:
     from s4mi.benchmark.probe import probe_checkpoint, probe_table
 
     scores = probe_checkpoint(
-        a.bundle, a.ckpt, datalist=a.datalist, fraction=a.fraction, phantom_n=a.phantom_n, seed=a.seed, device=a.device
+        a.bundle,
+        a.ckpt,
+        datalist=a.datalist,
+        fraction=a.fraction,
+        phantom_n=a.phantom_n,
+        seed=a.seed,
+        device=a.device,
+        overrides=_parse_overrides(a.set),
     )
     print(probe_table(scores))
 
@@ -273,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--phantom-n", type=int, default=None, help="phantom size (default: the bundle's)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--device", default="cpu")
+    pr.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train.json key to set, e.g. finetune_backbone=vit",
+    )
     pr.set_defaults(func=_cmd_probe)
 
     dm = sub.add_parser("demo", help="train the supervised chest X-ray baseline on the phantom and report")

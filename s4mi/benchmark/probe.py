@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from s4mi.probe import knn_probe, linear_probe
 __all__ = ["probe_checkpoint", "probe_table"]
 
 
-def _bundle_parser(bundle: str | os.PathLike) -> ConfigParser:
+def _bundle_parser(bundle: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> ConfigParser:
     given = Path(bundle)
     root = given if (given / "configs").is_dir() else Path(locate_bundle_root(str(bundle)))
     config = root / "configs" / "train.json"
@@ -30,6 +31,10 @@ def _bundle_parser(bundle: str | os.PathLike) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(str(config))
     parser["bundle_root"] = str(root)
+    for key, value in (overrides or {}).items():
+        if key not in parser:
+            raise KeyError(f"s4mi probe: --set {key}: {config} defines no such key")
+        parser[key] = value
     return parser
 
 
@@ -45,6 +50,7 @@ def probe_checkpoint(
     temperature: float = 0.07,
     batch_size: int = 64,
     device: str = "cpu",
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """kNN and linear probe scores on the validation set, for a random network and the pretrained one.
 
@@ -67,6 +73,7 @@ def probe_checkpoint(
         temperature: kNN temperature.
         batch_size: embedding batch size.
         device: where to embed.
+        overrides: ``train.json`` keys to set first (e.g. ``{"finetune_backbone": "vit"}`` for CASS's ViT).
 
     Returns:
         ``{"random": scores, "pretrained": scores}``, scores named ``knn_<metric>`` and ``linear_<metric>``.
@@ -75,7 +82,7 @@ def probe_checkpoint(
         TypeError: the bundle's network is neither a MONAI DenseNet nor an s4mi ViTClassifier (a classification bundle).
         ValueError: the probe or validation set is empty.
     """
-    parser = _bundle_parser(bundle)
+    parser = _bundle_parser(bundle, overrides)
     get = parser.get_parsed_content
     data = prepare_datalist(
         get("dataset_dir") if dataset_dir is None else dataset_dir,

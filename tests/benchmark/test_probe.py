@@ -81,3 +81,13 @@ def test_cli_prints_the_table(tiny: tuple[Path, Path, Path], capsys: pytest.Capt
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "| backbone | knn_auc | linear_auc |"
     assert out[2].startswith("| random | ") and out[3].startswith("| pretrained | ")
+
+
+def test_set_overrides_a_train_key_and_refuses_an_unknown_one() -> None:
+    from s4mi.benchmark.probe import _bundle_parser
+
+    parser = _bundle_parser("cass_skin_classification", {"finetune_backbone": "vit"})
+    assert parser.get_parsed_content("pretrained_exclude") == ["head."]
+    assert type(parser.get_parsed_content("network_def", lazy=False)).__name__ == "ViTClassifier"
+    with pytest.raises(KeyError, match="finetune_backbonee"):
+        _bundle_parser("cass_skin_classification", {"finetune_backbonee": "vit"})

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 
 from s4mi.engines import DINOTrainer, LabelLeakError
@@ -115,3 +116,33 @@ def test_clip_gradients_per_parameter() -> None:
     clip_gradients(model, 1.0)
     assert torch.allclose(a.grad, torch.tensor([0.6, 0.8]), atol=1e-6)  # norm 5 -> 1
     assert torch.allclose(b.grad, torch.tensor([0.3, 0.4]))  # norm 0.5: kept
+
+
+def test_a_stopped_run_resumes_exactly() -> None:
+    """Two epochs straight equal one epoch, a checkpoint (networks, teacher, optimizer, loss centre, trainer) loaded
+    into fresh objects, then the second epoch: the centre and every schedule come back from the checkpoint."""
+    data = _data()
+    straight = _trainer(data, epochs=2)
+    straight.run()
+
+    first = _trainer(data, epochs=2)
+    first.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())
+    first.run()
+    names = ("network", "optimizer", "loss_function")
+    saved = {n: copy.deepcopy(getattr(first, n).state_dict()) for n in names}
+    saved["teacher"] = copy.deepcopy(next(iter(first.teachers.values())).state_dict())
+    saved["trainer"] = first.state_dict()
+
+    resumed = _trainer(data, epochs=2)
+    for n in names:
+        getattr(resumed, n).load_state_dict(saved[n])
+    next(iter(resumed.teachers.values())).load_state_dict(saved["teacher"])
+    resumed.load_state_dict(saved["trainer"])
+    resumed.run()
+    assert resumed.state.epoch == 2 and resumed.state.iteration == straight.state.iteration
+    assert torch.equal(resumed.loss_function.center, straight.loss_function.center)
+    for a, b in zip(resumed.network.state_dict().values(), straight.network.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed.teacher.state_dict().values(), straight.teacher.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.optimizer.param_groups[0]["weight_decay"] == straight.optimizer.param_groups[0]["weight_decay"]
