@@ -7,10 +7,17 @@ import warnings
 import numpy as np
 import torch
 from monai.metrics import ConfusionMatrixMetric, CumulativeIterationMetric, ROCAUCMetric
-from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
+from monai.metrics.confusion_matrix import compute_confusion_matrix_metric, get_confusion_matrix
 from monai.metrics.rocauc import _calculate
 
-__all__ = ["MacroConfusionMatrixMetric", "MeanAUCMetric", "TopOneAccuracyMetric", "mean_auc", "top1_accuracy"]
+__all__ = [
+    "MacroConfusionMatrixMetric",
+    "macro_confusion_metric",
+    "MeanAUCMetric",
+    "TopOneAccuracyMetric",
+    "mean_auc",
+    "top1_accuracy",
+]
 
 
 def mean_auc(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[float, list[float]]:
@@ -57,6 +64,14 @@ class MeanAUCMetric(ROCAUCMetric):
             warnings.warn("no class has both positives and negatives: mean AUC is NaN", stacklevel=2)
         self.per_class = per_class
         return value
+
+
+def macro_confusion_metric(y_pred: torch.Tensor, y: torch.Tensor, metric_name: str) -> float:
+    """:class:`MacroConfusionMatrixMetric`'s value for one set of one-hot predictions and targets (``B C``), computed
+    in this process only: the metric object's buffer is gathered from every rank under ``torch.distributed``, which
+    a computation on rank 0 alone (a probe) must not do."""
+    per_class = get_confusion_matrix(y_pred.float(), y.float(), include_background=True).sum(dim=0)
+    return float(torch.nanmean(compute_confusion_matrix_metric(metric_name, per_class)))
 
 
 class MacroConfusionMatrixMetric(ConfusionMatrixMetric):

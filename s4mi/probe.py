@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from s4mi.metrics import MacroConfusionMatrixMetric, mean_auc
+from s4mi.metrics import macro_confusion_metric, mean_auc
 
 __all__ = ["knn_scores", "knn_probe", "fit_linear_probe", "linear_probe", "probe_metrics", "is_multilabel"]
 
@@ -114,11 +114,9 @@ def probe_metrics(scores: torch.Tensor, y: torch.Tensor, multilabel: bool | None
         raise ValueError(f"label {int(idx.max())} out of range for {scores.shape[1]} class scores")
     target = F.one_hot(idx, scores.shape[1])
     pred = F.one_hot(scores.argmax(1), scores.shape[1])
-    f1 = MacroConfusionMatrixMetric("f1 score")
-    f1(y_pred=pred, y=target)
     return {
         "acc": float((scores.argmax(1) == idx).float().mean()),
-        "f1": float(f1.aggregate()[0]),
+        "f1": macro_confusion_metric(pred, target, "f1 score"),  # local: the probe runs on rank 0 alone under DDP
         "auc": mean_auc(scores, target)[0],
     }
 

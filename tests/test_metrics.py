@@ -176,3 +176,16 @@ def test_skin_bundles_report_top1_balanced_and_ovr_accuracy(name: str) -> None:
         handler.reset()
         handler.update(handler._output_transform(items))
         assert float(handler.compute()) == pytest.approx(value), key
+
+
+def test_macro_confusion_metric_equals_the_metric_object() -> None:
+    """The process-local function (used by the probes, which run on rank 0 alone) gives the handler metric's value."""
+    from s4mi.metrics import MacroConfusionMatrixMetric, macro_confusion_metric
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.nn.functional.one_hot(torch.randint(0, 4, (50,), generator=g), 4)
+    y = torch.nn.functional.one_hot(torch.randint(0, 4, (50,), generator=g), 4)
+    for name in ("f1 score", "sensitivity", "specificity", "accuracy"):
+        metric = MacroConfusionMatrixMetric(name)
+        metric(y_pred=pred, y=y)
+        assert macro_confusion_metric(pred, y, name) == pytest.approx(float(metric.aggregate()[0]), abs=1e-6)

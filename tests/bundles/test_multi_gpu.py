@@ -83,3 +83,35 @@ def test_mean_teacher_training_under_torchrun(tmp_path: Path) -> None:
     n_unlabeled = json.loads((out / "split.json").read_text())["split"]["n_unlabeled"]
     # an epoch is one pass over each rank's half of the unlabelled set, in whole batches of 8
     assert torch.load(ckpt[0], weights_only=True)["trainer"]["iteration"] == 2 * (-(-n_unlabeled // 2) // 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dino_skin_classification", "cass_skin_classification"])
+def test_vit_pretraining_under_torchrun(name: str, tmp_path: Path) -> None:
+    """DINO (student in DDP, centre all-reduced) and CASS (both networks in one DDP module) pretrain on 2 ranks;
+    rank 0 alone logs and writes the backbones, and each rank takes its share of the epoch."""
+    out = tmp_path / "out"
+    bundle = _bundle_cmd(
+        name,
+        ["pretrain.json", "multi_gpu_pretrain.json"],
+        "--phantom_n",
+        "40",
+        "--pretrain_epochs",
+        "2",
+        "--pretrain_batch_size",
+        "4",
+        "--output_dir",
+        str(out),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--progress_bar",
+        "false",
+    )
+    _torchrun(bundle, tmp_path)
+    rows = [json.loads(x) for x in (out / "pretrain_metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2], "rank 0 alone logs, once per epoch"
+    assert all(r["loss"] > 0 for r in rows) and any(k.startswith("probe_") for k in rows[-1])
+    assert torch.load(out / "models" / "pretrained.pt", weights_only=True)
+    (ckpt,) = sorted((out / "resume_pretrain").glob("*.pt"))
+    # 28 training images, 2 ranks x batch 4 -> 3 iterations per epoch
+    assert torch.load(ckpt, weights_only=True)["trainer"]["iteration"] == 6
