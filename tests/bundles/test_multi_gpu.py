@@ -30,28 +30,19 @@ def _torchrun(bundle: list[str], cwd: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
+def _pretrain_under_torchrun(name: str, tmp_path: Path, *extra: str) -> Path:
+    """2 epochs of a bundle's pretrain.json + multi_gpu_pretrain.json on 2 gloo ranks, 40 phantom images, batch 4
+    per rank; returns the run's output folder."""
+    out = tmp_path / "out"
+    args = ["--phantom_n", "40", "--pretrain_epochs", "2", "--pretrain_batch_size", "4", *extra]
+    args += ["--output_dir", str(out), "--ckpt_dir", str(out / "models"), "--progress_bar", "false"]
+    _torchrun(_bundle_cmd(name, ["pretrain.json", "multi_gpu_pretrain.json"], *args), tmp_path)
+    return out
+
+
 @pytest.mark.slow
 def test_s2mts2_pretraining_under_torchrun(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    bundle = _bundle_cmd(
-        "s2mts2_cxr_classification",
-        ["pretrain.json", "multi_gpu_pretrain.json"],
-        "--phantom_n",
-        "40",
-        "--pretrain_epochs",
-        "2",
-        "--pretrain_batch_size",
-        "4",
-        "--queue_size",
-        "64",
-        "--output_dir",
-        str(out),
-        "--ckpt_dir",
-        str(out / "models"),
-        "--progress_bar",
-        "false",
-    )
-    _torchrun(bundle, tmp_path)
+    out = _pretrain_under_torchrun("s2mts2_cxr_classification", tmp_path, "--queue_size", "64")
     rows = [json.loads(x) for x in (out / "pretrain_metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2], "rank 0 alone logs, once per epoch"
     assert torch.load(out / "models" / "pretrained.pt", weights_only=True)
@@ -90,24 +81,7 @@ def test_mean_teacher_training_under_torchrun(tmp_path: Path) -> None:
 def test_vit_pretraining_under_torchrun(name: str, tmp_path: Path) -> None:
     """DINO (student in DDP, centre all-reduced) and CASS (both networks in one DDP module) pretrain on 2 ranks;
     rank 0 alone logs and writes the backbones, and each rank takes its share of the epoch."""
-    out = tmp_path / "out"
-    bundle = _bundle_cmd(
-        name,
-        ["pretrain.json", "multi_gpu_pretrain.json"],
-        "--phantom_n",
-        "40",
-        "--pretrain_epochs",
-        "2",
-        "--pretrain_batch_size",
-        "4",
-        "--output_dir",
-        str(out),
-        "--ckpt_dir",
-        str(out / "models"),
-        "--progress_bar",
-        "false",
-    )
-    _torchrun(bundle, tmp_path)
+    out = _pretrain_under_torchrun(name, tmp_path)
     rows = [json.loads(x) for x in (out / "pretrain_metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2], "rank 0 alone logs, once per epoch"
     assert all(r["loss"] > 0 for r in rows) and any(k.startswith("probe_") for k in rows[-1])
