@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from s4mi.probe import knn_probe, knn_scores, linear_probe
+from s4mi.probe import knn_probe, knn_scores, linear_probe, probe_metrics
 
 
 def naive_knn(
@@ -26,7 +27,7 @@ def naive_knn(
         for cls in range(c):
             hit = train_y[j][cls] if multilabel else float(train_y[j] == cls)
             votes[cls] += w * hit
-    return [v / total for v in votes] if multilabel else votes
+    return [v / total for v in votes]
 
 
 @pytest.mark.parametrize("multilabel", [False, True])
@@ -38,6 +39,22 @@ def test_knn_matches_naive_loop(multilabel: bool) -> None:
     ref = [naive_knn(train_f.tolist(), train_y.tolist(), q, 4, 0.07, 3, multilabel) for q in query_f.tolist()]
     assert scores.shape == (7, 3)
     assert torch.allclose(scores, torch.tensor(ref), rtol=1e-5)
+
+
+def test_knn_auc_ranks_class_shares_not_closeness() -> None:
+    # a class-1 training point sits inside the class-0 cluster; the class-1 queries are far from every point. Raw vote
+    # sums give the class-0 queries the larger class-1 score (one very close class-1 neighbour) and AUC 0; the
+    # weighted shares rank the class-1 queries first
+    train_f = torch.tensor([[1.0, 0.0], [1.0, 0.01], [1.0, -0.01], [1.0, 0.05], [0.0, 1.0]])
+    train_y = torch.tensor([0, 0, 0, 1, 1])
+    val_f = torch.tensor([[1.0, 0.02], [1.0, 0.03], [0.3, 1.0], [0.35, 1.0]])
+    val_y = torch.tensor([0, 0, 1, 1])
+    scores = knn_scores(train_f, train_y, val_f, num_classes=2, k=5, temperature=0.07)
+    assert torch.allclose(scores.sum(1), torch.ones(4))
+    assert knn_probe(train_f, train_y, val_f, val_y, k=5)["auc"] == pytest.approx(1.0)
+    sims = F.normalize(val_f, dim=1) @ F.normalize(train_f, dim=1).T
+    raw = (sims / 0.07).exp() @ F.one_hot(train_y, 2).float()
+    assert probe_metrics(raw, val_y)["auc"] == pytest.approx(0.5)  # unnormalised sums: class 0 AUC 1, class 1 AUC 0
 
 
 def test_knn_accuracy_and_f1_on_hand_made_clusters() -> None:

@@ -94,6 +94,9 @@ def embed(
 class ProbeHandler:
     """Every ``every`` epochs (and at the last), score kNN and linear probes of each network's frozen features.
 
+    With ``at_start`` the networks are also probed before the first step (epoch 0 in the rows and TensorBoard):
+    the randomly initialised network of the same run, the baseline every later row is read against.
+
     Self-supervised pretraining has no validation metric and its loss does not tell whether the features know
     anything about the labels (solo-learn and lightly watch a kNN probe for this). Each run embeds the labelled
     ``probe_loader`` (the labelled share of training) and ``val_loader`` with each network's pooled backbone
@@ -118,6 +121,7 @@ class ProbeHandler:
         probe_loader: labelled batches to fit the probes on (eval transforms, no augmentation).
         val_loader: labelled batches to score them on.
         every: probe every this many epochs and at the last one; 0 disables the handler.
+        at_start: also probe at the start of a run that begins at epoch 0 (not of a resumed one).
         features: network -> module mapping images to ``B F`` (default :func:`backbone_features`).
         multilabel: labels are multi-hot findings (default: inferred, see :func:`s4mi.probe.is_multilabel`;
             one-hot multi-class labels need False).
@@ -140,6 +144,7 @@ class ProbeHandler:
         probe_loader: Iterable[Mapping[str, Any]],
         val_loader: Iterable[Mapping[str, Any]],
         every: int = 1,
+        at_start: bool = False,
         features: Callable[[nn.Module], nn.Module] | None = None,
         multilabel: bool | None = None,
         k: int = 20,
@@ -161,6 +166,7 @@ class ProbeHandler:
         self.networks = dict(networks)
         self.probe_loader, self.val_loader = probe_loader, val_loader
         self.every = int(every)
+        self.at_start = bool(at_start)
         self.features = features or backbone_features
         self.multilabel, self.k, self.temperature, self.linear = multilabel, k, temperature, linear
         self.image_key, self.label_key, self.device, self.prefix = image_key, label_key, device, prefix
@@ -172,14 +178,21 @@ class ProbeHandler:
         self._start = time.perf_counter()
 
     def attach(self, engine: Engine) -> None:
-        """Probe at EPOCH_COMPLETED of the chosen epochs; clear the previous scores at EPOCH_STARTED."""
+        """Probe at EPOCH_COMPLETED of the chosen epochs (and at STARTED with ``at_start``); clear the previous scores
+        at EPOCH_STARTED."""
         if self.every == 0:
             return
+        if self.at_start:
+            engine.add_event_handler(Events.STARTED, self._start_probe)
         engine.add_event_handler(Events.EPOCH_STARTED, self._clear)
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self)
 
     def _due(self, engine: Engine, epoch: int) -> bool:
         return epoch % self.every == 0 or epoch == engine.state.max_epochs
+
+    def _start_probe(self, engine: Engine) -> None:
+        if int(engine.state.epoch) == 0 and int(engine.state.iteration) == 0:
+            self(engine)
 
     def _clear(self, engine: Engine) -> None:
         for key in self._keys:

@@ -43,7 +43,7 @@ def _labelled(n: int, multilabel: bool, seed: int) -> list[dict]:
     return items
 
 
-def _run(tmp_path: Path | None, every: int = 2, epochs: int = 3, multilabel: bool = False):
+def _run(tmp_path: Path | None, every: int = 2, epochs: int = 3, multilabel: bool = False, at_start: bool = False):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(5)
     items = [{v: torch.randn(1, 8, 8, generator=g) for v in VIEWS} for _ in range(12)]
@@ -70,6 +70,7 @@ def _run(tmp_path: Path | None, every: int = 2, epochs: int = 3, multilabel: boo
             DataLoader(Dataset(_labelled(12, multilabel, 1)), batch_size=5, shuffle=True),
             DataLoader(Dataset(_labelled(8, multilabel, 2)), batch_size=5),
             every=every,
+            at_start=at_start,
             k=3,
             folder=tmp_path,
         )
@@ -93,6 +94,27 @@ def test_probe_logs_its_keys_at_the_chosen_epochs(tmp_path: Path) -> None:
     assert [r["epoch"] for r in rows] == [2, 3]
     monitor = [json.loads(line) for line in (tmp_path / "pretrain_metrics.jsonl").read_text().splitlines()]
     assert [names <= set(r) for r in monitor] == [False, True, True]  # cleared in an epoch without a probe
+
+
+def test_at_start_probes_the_initialised_networks_once(tmp_path: Path) -> None:
+    trainer, _, _, _, handler = _run(tmp_path, at_start=True)
+    assert handler is not None
+    assert [row["epoch"] for row in handler.history] == [0, 2, 3]
+    # epoch 0 is the network as initialised: the same scores as a probe of a fresh network built the same way
+    torch.manual_seed(0)
+    fresh = ProbeHandler(
+        {"student": _encoder()},
+        DataLoader(Dataset(_labelled(12, False, 1)), batch_size=5),
+        DataLoader(Dataset(_labelled(8, False, 2)), batch_size=5),
+        k=3,
+    )
+    fresh_scores = fresh.scores("cpu")
+    for key, value in fresh_scores.items():
+        assert handler.history[0][key] == pytest.approx(value, abs=1e-6)
+    # a resumed run (epoch > 0 at STARTED) does not probe at its start
+    trainer.state.max_epochs = 4
+    trainer.run()
+    assert [row["epoch"] for row in handler.history] == [0, 2, 3, 4]
 
 
 def test_multilabel_probe_logs_mean_auc_only(tmp_path: Path) -> None:
