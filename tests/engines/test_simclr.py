@@ -3,6 +3,9 @@ seeded run repeats exactly."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from monai.engines.utils import IterationEvents
@@ -11,6 +14,7 @@ from monai.utils import set_determinism
 from torch.utils.data import DataLoader
 
 from s4mi.engines import Keys, LabelLeakError, SimCLRTrainer
+from s4mi.handlers import ContrastiveMonitor
 from s4mi.networks import EncoderWithHead, ProjectionHead
 from tests.engines.test_src_mt import densenet
 
@@ -92,3 +96,14 @@ def test_a_seeded_run_repeats_exactly() -> None:
     finally:
         set_determinism(seed=None)
     assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_contrastive_monitor_reads_the_two_views(tmp_path: Path) -> None:
+    """ContrastiveMonitor on SimCLR's z_1 and z_2: equal views agree fully (pos_cosine 1), and a row per epoch."""
+    t = _trainer(_loader(same=True))
+    ContrastiveMonitor(tmp_path, query_key=Keys.Z_1, key_key=Keys.Z_2, normalize=True).attach(t)
+    t.run()
+    (row,) = [json.loads(line) for line in (tmp_path / "pretrain_metrics.jsonl").read_text().splitlines()]
+    assert row["epoch"] == 1 and row["loss"] > 0
+    assert row["pos_cosine"] == pytest.approx(1.0, abs=1e-5) and row["neg_cosine"] < 1.0
+    assert 0.0 <= row["collapse"] <= 1.0
