@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from monai.engines.utils import IterationEvents
 from monai.losses import ContrastiveLoss
-from torch import nn
 
 from s4mi.engines.base import SSLTrainer
 from s4mi.keys import Keys
@@ -33,15 +32,14 @@ class SimCLRTrainer(SSLTrainer):
     (SimCLR gathers every device's).
 
     Args:
-        device, max_epochs, train_data_loader, optimizer: as :class:`monai.engines.SupervisedTrainer`; the loader
-            yields dictionaries with both ``view_keys`` and no label key.
-        network: the encoder with its projection head, ``B C H W -> B D`` (e.g.
-            :class:`s4mi.networks.EncoderWithHead`), possibly in ``DistributedDataParallel``.
         loss_function: ``f(z_1, z_2) -> scalar``; default ``monai.losses.ContrastiveLoss(temperature)``.
         temperature: NT-Xent's temperature when ``loss_function`` is not given.
         view_keys: batch keys of the two views.
-        kwargs: the rest of :class:`SSLTrainer`'s arguments (``amp``, ``accumulation_steps``, ``train_handlers``,
-            ``to_kwargs``, ``compile``, ...; the views are read by key).
+        args, kwargs: :class:`SSLTrainer`'s (``device``, ``max_epochs``, ``train_data_loader``, ``network``,
+            ``optimizer``, then ``amp``, ``accumulation_steps``, ``train_handlers``, ``to_kwargs``, ``compile``, ... by
+            name). ``network`` is the encoder with its projection head, ``B C H W -> B D`` (e.g.
+            :class:`s4mi.networks.EncoderWithHead`), possibly in ``DistributedDataParallel``; the loader yields
+            dictionaries with both ``view_keys`` and no label key.
 
     Raises:
         ValueError: ``view_keys`` does not name two views.
@@ -49,11 +47,7 @@ class SimCLRTrainer(SSLTrainer):
 
     def __init__(
         self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Any,
-        network: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        *args: Any,
         loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         temperature: float = 0.5,
         view_keys: Sequence[str] = ("image_v0", "image_v1"),
@@ -61,15 +55,8 @@ class SimCLRTrainer(SSLTrainer):
     ) -> None:
         if len(view_keys) != 2:
             raise ValueError(f"SimCLR contrasts two views of each image, got view_keys {list(view_keys)}")
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=network,
-            optimizer=optimizer,
-            loss_function=ContrastiveLoss(temperature) if loss_function is None else loss_function,
-            **kwargs,
-        )
+        kwargs["loss_function"] = ContrastiveLoss(temperature) if loss_function is None else loss_function
+        super().__init__(*args, **kwargs)
         self.view_keys = list(view_keys)
 
     def split_batch(self, batchdata: Mapping[str, Any]) -> dict[str, torch.Tensor]:  # type: ignore[override]
