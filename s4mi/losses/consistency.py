@@ -145,10 +145,13 @@ def relation_matrix(feats: torch.Tensor) -> torch.Tensor:
             features.
 
     Returns:
-        ``B B``, each row of unit norm (a zero row stays zero).
+        ``B B``, each row of unit norm (a zero row stays zero), in the dtype of ``feats``: autocast is switched off
+        here, since a float16 Gram matrix (relative error ~1e-3) would drown the small student-teacher differences
+        the relation loss is made of.
     """
     a = feats.flatten(1)
-    return F.normalize(a @ a.T, dim=1)
+    with torch.autocast(a.device.type, enabled=False):
+        return F.normalize(a @ a.T, dim=1)
 
 
 def relation_consistency_loss(

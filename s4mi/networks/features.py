@@ -6,7 +6,9 @@ flatten, Linear) but returns only the logits; running its submodules by hand wou
 ``DistributedDataParallel`` wrapper (whose ``forward`` arms the gradient all-reduce) nor an inferer. A forward hook
 on the layer whose output is wanted (``class_layers.flatten`` for a MONAI DenseNet) records it while the network runs
 as it always does, so the network stays a plain MONAI DenseNet (its ``state_dict``, ``inference.json`` and
-``models/model.pt`` are unchanged) and the recorded tensor carries its gradient history.
+``models/model.pt`` are unchanged) and the recorded tensor carries its gradient history. The hook is added for the
+``with`` block only, so copies of the network (an EMA teacher) carry none; under ``torch.compile`` a hook added per
+step makes Dynamo retrace, so feature capture is meant for eager networks (no s4mi bundle compiles).
 """
 
 from __future__ import annotations

@@ -130,3 +130,13 @@ def test_relation_consistency_refuses_mismatched_shapes_and_reductions() -> None
         relation_consistency_loss(torch.rand(4, 6), torch.rand(4, 6), reduction="sum")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reduction"):
         RelationConsistencyLoss("sum")  # type: ignore[arg-type]
+
+
+def test_relation_matrix_stays_in_the_features_dtype_under_autocast() -> None:
+    """Under mixed precision the Gram matrix is not computed in half precision (its error would swamp the loss)."""
+    a = torch.rand(6, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = relation_matrix(a)
+        loss = relation_consistency_loss(a, a + 0.01)
+    assert g.dtype == torch.float32 and torch.allclose(g, relation_matrix(a))
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(relation_consistency_loss(a, a + 0.01).item())
