@@ -33,6 +33,7 @@ class Keys:
     Y_LB = "y_lb"
     X_ULB_W = "x_ulb_w"
     X_ULB_S = "x_ulb_s"
+    X_LB_S = "x_lb_s"
     LOGITS_LB = "logits_lb"
     LOGITS_ULB_S = "logits_ulb_s"
     LOGITS_ULB_T = "logits_ulb_t"
@@ -42,9 +43,22 @@ class Keys:
     LOSS_SUP = "loss_sup"
     LOSS_UNSUP = "loss_unsup"
     UNSUP_WEIGHT = "unsup_weight"
+    # sample relation consistency (SRC-MT): penultimate features of the unlabelled batch, ``B D``
+    FEATS_ULB_S = "feats_ulb_s"
+    FEATS_ULB_T = "feats_ulb_t"
+    LOSS_RELATION = "loss_relation"
+    RELATION_WEIGHT = "relation_weight"
+    # contrastive term of a semi-supervised method (SRCL): projections of two views of each image, ``B D``
+    Z_1 = "z_1"
+    Z_2 = "z_2"
+    LOSS_CONTRASTIVE = "loss_contrastive"
+    CONTRASTIVE_WEIGHT = "contrastive_weight"
     # self-supervised contrastive (MoCo / JCL)
     X_Q = "x_q"
     X_K = "x_k"
     Q = "q"
     KEYS = "keys"
     JCL_LAMBDA = "jcl_lambda"
+    # self-supervised contrastive, in-batch negatives (SimCLR): the two views of each image
+    X_1 = "x_1"
+    X_2 = "x_2"

@@ -147,7 +147,11 @@ def _skin_metrics(name: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    "name", ["supervised_skin_classification", "mean_teacher_skin_classification", "s2mts2_skin_classification"]
+    "name",
+    sorted(  # every skin bundle on disk, so a new one is covered
+        p.parent.parent.name
+        for p in (Path(__file__).resolve().parents[1] / "bundles").glob("*_skin_classification/configs/train.json")
+    ),
 )
 def test_skin_bundles_report_top1_balanced_and_ovr_accuracy(name: str) -> None:
     """The engine's reported numbers for one batch of decollated items, against the naive numpy reference."""

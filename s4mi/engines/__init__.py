@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from s4mi.keys import Keys
 
-from .base import LabelLeakError, SSLTrainer
+from .base import LabelLeakError, SSLTrainer, untrained_parameters
 from .cass import CASSTrainer
 from .dino import DINOTrainer, clip_gradients, dino_param_groups
 from .mean_teacher import MeanTeacherTrainer
 from .moco import MoCoTrainer
 from .online_pseudo_label import OnlinePseudoLabelTrainer
 from .semi_supervised import SemiSupervisedTrainer
+from .simclr import SimCLRTrainer
+from .src_mt import SRCMTTrainer
+from .srcl import SRCLTrainer
 
 __all__ = [
     "CASSTrainer",
@@ -22,6 +25,10 @@ __all__ = [
     "MeanTeacherTrainer",
     "MoCoTrainer",
     "OnlinePseudoLabelTrainer",
+    "SRCLTrainer",
+    "SRCMTTrainer",
     "SSLTrainer",
     "SemiSupervisedTrainer",
+    "SimCLRTrainer",
+    "untrained_parameters",
 ]

@@ -20,11 +20,18 @@ if TYPE_CHECKING:
     from s4mi.handlers.ramps import RampScheduler
     from s4mi.handlers.teacher import EMATeacher
 
-__all__ = ["LabelLeakError", "SSLTrainer"]
+__all__ = ["LabelLeakError", "SSLTrainer", "untrained_parameters"]
 
 
 class LabelLeakError(KeyError):
     """A batch the method must learn from without labels carries a label key."""
+
+
+def untrained_parameters(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Names of ``module``'s trainable parameters that no parameter group of ``optimizer`` holds: a network that a
+    method trains beside the main one (CASS's second network, SRCL's projection head) must be in the optimizer."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return [name for name, p in module.named_parameters() if p.requires_grad and id(p) not in held]
 
 
 class SSLTrainer(SupervisedTrainer):

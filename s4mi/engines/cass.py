@@ -12,17 +12,11 @@ import torch
 from monai.engines.utils import IterationEvents
 from torch import nn
 
-from s4mi.engines.base import SSLTrainer
+from s4mi.engines.base import SSLTrainer, untrained_parameters
 from s4mi.keys import Keys
 from s4mi.losses.cass import CASSLoss
 
 __all__ = ["CASSTrainer"]
-
-
-def _untrained(network: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """Names of ``network``'s trainable parameters that no parameter group of ``optimizer`` holds."""
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    return [name for name, p in network.named_parameters() if p.requires_grad and id(p) not in held]
 
 
 class CASSTrainer(SSLTrainer):
@@ -76,7 +70,7 @@ class CASSTrainer(SSLTrainer):
         image_key: str = "image",
         **kwargs: Any,
     ) -> None:
-        untrained = _untrained(network, optimizer)
+        untrained = untrained_parameters(network, optimizer)
         if untrained:
             raise ValueError(
                 f"the optimizer leaves out {len(untrained)} trainable parameter(s) of the network, e.g. "

@@ -51,11 +51,21 @@ class MeanTeacherTrainer(SemiSupervisedTrainer):
         self.joint_forward = joint_forward
 
     def train_step(self, engine: SemiSupervisedTrainer, batch: dict[str, torch.Tensor]) -> None:
-        x_lb, y_lb, x_ulb_w, x_ulb_s = batch[Keys.X_LB], batch[Keys.Y_LB], batch[Keys.X_ULB_W], batch[Keys.X_ULB_S]
+        x_lb, x_ulb_w, x_ulb_s = batch[Keys.X_LB], batch[Keys.X_ULB_W], batch[Keys.X_ULB_S]
         logits_lb, logits_ulb_s = engine.student_forward(x_lb, x_ulb_s, self.joint_forward)
         logits_ulb_t = engine.teacher_forward(engine.teacher, x_ulb_w)
-        out = engine.state.output
-        out.update(
+        self.put_logits(engine, logits_lb, logits_ulb_s, logits_ulb_t)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.set_losses(
+            self.supervised_loss(engine, logits_lb, batch), self.consistency_loss(logits_ulb_s, logits_ulb_t)
+        )
+
+    @staticmethod
+    def put_logits(
+        engine: SemiSupervisedTrainer, logits_lb: torch.Tensor, logits_ulb_s: torch.Tensor, logits_ulb_t: torch.Tensor
+    ) -> None:
+        """The iteration's logits in ``engine.state.output`` (``pred``: the labelled ones, for MONAI's handlers)."""
+        engine.state.output.update(
             {
                 Keys.PRED: logits_lb,
                 Keys.LOGITS_LB: logits_lb,
@@ -63,10 +73,16 @@ class MeanTeacherTrainer(SemiSupervisedTrainer):
                 Keys.LOGITS_ULB_T: logits_ulb_t,
             }
         )
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        loss_sup = engine.loss_function(logits_lb, y_lb).mean()
+
+    @staticmethod
+    def supervised_loss(
+        engine: SemiSupervisedTrainer, logits_lb: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """``loss_function(logits_lb, y_lb)``, averaged."""
+        return engine.loss_function(logits_lb, batch[Keys.Y_LB]).mean()
+
+    def consistency_loss(self, logits_ulb_s: torch.Tensor, logits_ulb_t: torch.Tensor) -> torch.Tensor:
+        """The student-teacher consistency: ``consistency`` if given, else the MSE of their probabilities."""
         if self.consistency is not None:
-            loss_unsup = self.consistency(logits_ulb_s, logits_ulb_t)
-        else:
-            loss_unsup = softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float(), self.activation)
-        engine.set_losses(loss_sup, loss_unsup)
+            return self.consistency(logits_ulb_s, logits_ulb_t)
+        return softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float(), self.activation)

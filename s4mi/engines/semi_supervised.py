@@ -125,23 +125,38 @@ class SemiSupervisedTrainer(SSLTrainer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Student logits of the labelled and unlabelled images: one forward over both when ``joint`` and their
         shapes match (batch norm then sees them together, as in the reference implementations), else two."""
-        if joint and x_lb.shape[1:] == x_ulb.shape[1:]:
-            logits = self.inferer(torch.cat([x_lb, x_ulb]), self.network)
-            return logits[: x_lb.shape[0]], logits[x_lb.shape[0] :]
-        return self.inferer(x_lb, self.network), self.inferer(x_ulb, self.network)
+        logits_lb, logits_ulb = self.student_forward_all([x_lb, x_ulb], joint)
+        return logits_lb, logits_ulb
+
+    def student_forward_all(self, xs: Sequence[torch.Tensor], joint: bool = True) -> list[torch.Tensor]:
+        """Student outputs of several batches, in order: one forward over their concatenation when ``joint`` and
+        their shapes (but the batch size) match, else one forward each."""
+        if joint and all(x.shape[1:] == xs[0].shape[1:] for x in xs):
+            out = self.inferer(torch.cat(list(xs)), self.network)
+            return list(out.split([x.shape[0] for x in xs]))
+        return [self.inferer(x, self.network) for x in xs]
 
     def set_losses(self, loss_sup: torch.Tensor, loss_unsup: torch.Tensor) -> None:
         """Put ``loss = loss_sup + w * loss_unsup`` (``w``: the current unlabelled weight) and its parts in the
         output, then fire ``LOSS_COMPLETED``."""
-        weight = self.scheduled(Keys.UNSUP_WEIGHT)
-        self.state.output.update(
-            {
-                Keys.LOSS_SUP: loss_sup,
-                Keys.LOSS_UNSUP: loss_unsup,
-                Keys.UNSUP_WEIGHT: weight,
-                Keys.LOSS: loss_sup + weight * loss_unsup,
-            }
-        )
+        self.set_loss_terms(loss_sup, {Keys.LOSS_UNSUP: (loss_unsup, Keys.UNSUP_WEIGHT)})
+
+    def set_loss_terms(self, loss_sup: torch.Tensor, terms: Mapping[str, tuple[torch.Tensor, str]]) -> None:
+        """Put ``loss = loss_sup + sum_k w_k * term_k`` and its parts in the output, then fire ``LOSS_COMPLETED``.
+
+        Args:
+            loss_sup: the supervised loss.
+            terms: output key of each unlabelled term -> ``(term, name of its weight)``, the weight being one set up
+                by :meth:`schedule` (``unsup_weight`` ...); each term and its current weight go in the output.
+        """
+        out: dict[str, Any] = {Keys.LOSS_SUP: loss_sup}
+        loss = loss_sup
+        for key, (term, weight_name) in terms.items():
+            weight = self.scheduled(weight_name)
+            out.update({key: term, weight_name: weight})
+            loss = loss + weight * term
+        out[Keys.LOSS] = loss
+        self.state.output.update(out)
         self.fire_event(IterationEvents.LOSS_COMPLETED)
 
     def initial_output(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:

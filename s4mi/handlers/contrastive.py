@@ -32,11 +32,18 @@ class ContrastiveMonitor:
 
     After a resume in the middle of an epoch, that epoch's row averages only the iterations run since.
 
+    The embeddings are read from the output keys ``query_key`` (``B D``) and ``key_key`` (``B M D`` key views, or
+    ``B D``: one), MoCo's ``q`` and ``keys`` by default; SimCLR's are ``z_1`` and ``z_2`` (its two views, not
+    normalised: set ``normalize``).
+
     Args:
         folder: output folder (made if missing).
         name: file name.
         max_embeddings: query embeddings kept for the collapse score.
         collapse_warning: the collapse score that triggers a warning.
+        query_key: output key of the queries.
+        key_key: output key of their positives.
+        normalize: L2-normalise both first (MoCo's are unit vectors already).
     """
 
     def __init__(
@@ -45,10 +52,14 @@ class ContrastiveMonitor:
         name: str = "pretrain_metrics.jsonl",
         max_embeddings: int = 512,
         collapse_warning: float = 0.9,
+        query_key: str = "q",
+        key_key: str = "keys",
+        normalize: bool = False,
     ) -> None:
         self.path = Path(folder) / name
         self.max_embeddings = max_embeddings
         self.collapse_warning = collapse_warning
+        self.query_key, self.key_key, self.normalize = query_key, key_key, normalize
         self._start = time.perf_counter()
         self._reset()
 
@@ -65,8 +76,11 @@ class ContrastiveMonitor:
     @torch.no_grad()
     def _iteration(self, engine: Engine) -> None:
         out: Any = engine.state.output
-        q = out["q"].detach().float()
-        mu = F.normalize(out["keys"].detach().float().mean(dim=1), dim=1)
+        q, keys = out[self.query_key].detach().float(), out[self.key_key].detach().float()
+        keys = keys.unsqueeze(1) if keys.ndim == 2 else keys
+        if self.normalize:
+            q, keys = F.normalize(q, dim=-1), F.normalize(keys, dim=-1)
+        mu = F.normalize(keys.mean(dim=1), dim=1)
         self._sums["loss"] += float(out["loss"].detach())
         self._sums["pos_cosine"] += float((q * mu).sum(dim=1).mean())
         b = q.shape[0]

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from .cass import CASSLoss, cass_loss
-from .consistency import ConsistencyMSELoss, SoftDiceConsistencyLoss, softmax_mse_loss
+from .consistency import (
+    ConsistencyMSELoss,
+    RelationConsistencyLoss,
+    SoftDiceConsistencyLoss,
+    relation_consistency_loss,
+    relation_matrix,
+    softmax_mse_loss,
+)
 from .contrastive import InfoNCEQueueLoss, JCLLoss, info_nce_queue_loss, jcl_enqueue_keys, jcl_loss
 from .dino import DINOLoss
 from .masked import MaskedBCEWithLogitsLoss
@@ -16,6 +23,7 @@ __all__ = [
     "InfoNCEQueueLoss",
     "JCLLoss",
     "MaskedBCEWithLogitsLoss",
+    "RelationConsistencyLoss",
     "SoftDiceConsistencyLoss",
     "cass_loss",
     "confidence",
@@ -25,5 +33,7 @@ __all__ = [
     "jcl_loss",
     "probabilities",
     "pseudo_label_targets",
+    "relation_consistency_loss",
+    "relation_matrix",
     "softmax_mse_loss",
 ]

@@ -1,15 +1,22 @@
-"""Consistency losses between a student's and a teacher's predictions."""
+"""Consistency losses between a student's and a teacher's predictions (and, SRC-MT, their sample relations)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from s4mi.losses.targets import check_activation, confidence, probabilities, pseudo_label_targets
 
-__all__ = ["ConsistencyMSELoss", "SoftDiceConsistencyLoss", "softmax_mse_loss"]
+__all__ = [
+    "ConsistencyMSELoss",
+    "RelationConsistencyLoss",
+    "SoftDiceConsistencyLoss",
+    "relation_consistency_loss",
+    "relation_matrix",
+    "softmax_mse_loss",
+]
 
 
 def _check_shapes(logits_s: torch.Tensor, logits_t: torch.Tensor) -> None:
@@ -126,3 +133,77 @@ class SoftDiceConsistencyLoss(torch.nn.Module):
         target, mask = pseudo_label_targets(probs_t, self.activation, self.hard, self.threshold)
         probs_s = probabilities(logits_s.float(), self.activation)
         return self.dice(probs_s, target) if mask is None else self.masked_dice(probs_s, target, mask=mask)
+
+
+def relation_matrix(feats: torch.Tensor) -> torch.Tensor:
+    r"""SRC-MT's sample relation matrix: the Gram matrix of a batch's features with each row L2-normalised.
+
+    .. math:: G = A A^\top, \qquad \tilde G_{ij} = G_{ij} / \lVert G_{i \cdot} \rVert_2
+
+    Args:
+        feats: ``A``, ``B D`` (or ``B D[ ...]``, flattened to ``B x (D ...)``), e.g. a classifier's pooled penultimate
+            features.
+
+    Returns:
+        ``B B``, each row of unit norm (a zero row stays zero), in the dtype of ``feats``: autocast is switched off
+        here, since a float16 Gram matrix (relative error ~1e-3) would drown the small student-teacher differences
+        the relation loss is made of.
+    """
+    a = feats.flatten(1)
+    with torch.autocast(a.device.type, enabled=False):
+        return F.normalize(a @ a.T, dim=1)
+
+
+def relation_consistency_loss(
+    feats_s: torch.Tensor, feats_t: torch.Tensor, reduction: Literal["mean", "srcmt"] = "mean"
+) -> torch.Tensor:
+    r"""Sample relation consistency (Liu et al., "Semi-supervised Medical Image Classification with
+    Relation-driven Self-ensembling Model", IEEE TMI 2020): the squared difference between the student's and
+    the teacher's relation matrices (:func:`relation_matrix`) of the same batch.
+
+    .. math:: \mathcal{L}_{src} = \frac{1}{B^2} \sum_{i,j} \big(\tilde G^s_{ij} - \tilde G^t_{ij}\big)^2
+
+    It asks the student to keep the teacher's picture of which images of the batch resemble which, not each
+    image's features themselves. The teacher side is detached (a target).
+
+    Args:
+        feats_s: student features, ``B D``.
+        feats_t: teacher features of the same images (another view of each), ``B D``.
+        reduction: ``"mean"``: the mean over the ``B x B`` entries (an MSE, as above); ``"srcmt"``: their sum
+            divided by ``B`` (``torch.sum(relation_mse_loss(...)) / batch_size`` in the authors' code,
+            liuquande/SRC-MT ``train_SRC_MT.py``), which is ``B`` times the mean, so that weight 1 is the
+            paper's ``consistency_relation_weight`` 1.
+
+    Returns:
+        scalar loss.
+
+    Raises:
+        ValueError: the two feature batches differ in shape, or ``reduction`` is unknown.
+    """
+    if feats_s.shape != feats_t.shape:
+        raise ValueError(
+            f"student and teacher features differ in shape: {tuple(feats_s.shape)} vs {tuple(feats_t.shape)}"
+        )
+    if reduction not in ("mean", "srcmt"):
+        raise ValueError(f"reduction must be 'mean' or 'srcmt', got {reduction!r}")
+    loss = F.mse_loss(relation_matrix(feats_s), relation_matrix(feats_t.detach()))
+    return loss * feats_s.shape[0] if reduction == "srcmt" else loss
+
+
+class RelationConsistencyLoss(torch.nn.Module):
+    """Module form of :func:`relation_consistency_loss`, for bundle configs.
+
+    Args:
+        reduction: ``"mean"`` (an MSE over the ``B x B`` relation entries) or ``"srcmt"`` (their sum divided by
+            ``B``, the authors' code).
+    """
+
+    def __init__(self, reduction: Literal["mean", "srcmt"] = "mean") -> None:
+        super().__init__()
+        if reduction not in ("mean", "srcmt"):
+            raise ValueError(f"reduction must be 'mean' or 'srcmt', got {reduction!r}")
+        self.reduction: Literal["mean", "srcmt"] = reduction
+
+    def forward(self, feats_s: torch.Tensor, feats_t: torch.Tensor) -> torch.Tensor:
+        """Args: student and teacher features, ``B D`` each. Returns a scalar."""
+        return relation_consistency_loss(feats_s.float(), feats_t.float(), self.reduction)

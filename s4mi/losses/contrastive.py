@@ -7,6 +7,14 @@ encoders' outputs are, see :class:`s4mi.networks.EncoderWithHead`); the losses d
 
 Only the query gets a gradient: keys, queue and their statistics are detached, as the key encoder runs under
 ``torch.no_grad()`` in MoCo.
+
+SimCLR's NT-Xent (Chen et al., ICML 2020, eq. 1; in-batch negatives, both views with gradients) is not written
+here: :class:`monai.losses.ContrastiveLoss` computes exactly that loss (the mean of
+:math:`-\log \frac{\exp(s_{ij}/\tau)}{\sum_{k \ne i} \exp(s_{ik}/\tau)}` over the ``2B`` anchors, ``s`` the cosine
+similarity), as ``tests/losses/test_contrastive.py`` checks against a loop over the anchors. s4mi's SimCLR and
+SRCL trainers use it. It exponentiates without the log-sum-exp shift, which cannot overflow float32 for
+:math:`\tau \ge 0.02` (:math:`e^{1/\tau} \le e^{50}`, summed over the anchors still far below its 3e38); the
+trainers pass it float32 projections, also under AMP, where float16 would overflow for :math:`\tau` below about 0.09.
 """
 
 from __future__ import annotations

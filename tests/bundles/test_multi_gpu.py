@@ -77,6 +77,32 @@ def test_mean_teacher_training_under_torchrun(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_srcl_joint_training_under_torchrun(tmp_path: Path) -> None:
+    """SRCL joint on 2 ranks: the student and the projection head each in DistributedDataParallel, the penultimate
+    features recorded by a hook through the DDP wrapper; rank 0 alone logs, and the head is checkpointed."""
+    out = tmp_path / "out"
+    args = [*_train_args(out, epochs=1), "--phantom_n", "40", "--batch_size", "4", "--unlabeled_batch_size", "4"]
+    _torchrun(_bundle_cmd("srcl_skin_classification", ["train.json", "multi_gpu_train.json"], *args), tmp_path)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1], "rank 0 alone logs, once per epoch"
+    (ckpt,) = sorted((out / "resume").glob("*.pt"))
+    state = torch.load(ckpt, weights_only=True)
+    assert state["head"] and not any(k.startswith("module.") for k in state["head"])
+
+
+@pytest.mark.slow
+def test_simclr_pretraining_under_torchrun(tmp_path: Path) -> None:
+    """SRCL two-stage's SimCLR pretraining on 2 ranks: rank 0 alone logs and writes the backbone."""
+    out = _pretrain_under_torchrun("srcl_two_stage_skin_classification", tmp_path)
+    rows = [json.loads(x) for x in (out / "pretrain_metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(r["loss"] > 0 for r in rows)
+    assert torch.load(out / "models" / "pretrained.pt", weights_only=True)
+    (ckpt,) = sorted((out / "resume_pretrain").glob("*.pt"))
+    # 28 training images, 2 ranks x batch 4 -> 3 iterations per epoch
+    assert torch.load(ckpt, weights_only=True)["trainer"]["iteration"] == 6
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dino_skin_classification", "cass_skin_classification"])
 def test_vit_pretraining_under_torchrun(name: str, tmp_path: Path) -> None:
     """DINO (student in DDP, centre all-reduced) and CASS (both networks in one DDP module) pretrain on 2 ranks;

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -148,3 +150,43 @@ def test_errors_name_the_shapes() -> None:
         JCLLoss(0.0)
     with pytest.raises(ValueError, match="temperature"):
         InfoNCEQueueLoss(-1.0)
+
+
+def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020, Algorithm 1) by its definition: for each of the 2B anchors, -log of its
+    positive's exp(cos / tau) over the sum of exp(cos / tau) of every other view, averaged over the anchors."""
+    views = list(z1) + list(z2)
+    n = len(z1)
+    total = torch.zeros((), dtype=z1.dtype)
+    for i, anchor in enumerate(views):
+        positive = (i + n) % (2 * n)
+        sims = [F.cosine_similarity(anchor, views[k], dim=0) / tau for k in range(2 * n) if k != i]
+        total = total - (
+            F.cosine_similarity(anchor, views[positive], dim=0) / tau - torch.logsumexp(torch.stack(sims), 0)
+        )
+    return total / (2 * n)
+
+
+def test_monai_contrastive_loss_is_simclr_nt_xent() -> None:
+    """MONAI's ContrastiveLoss is the NT-Xent of SimCLR, whichever view goes first (so s4mi reuses it)."""
+    from monai.losses import ContrastiveLoss
+
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(B, D, generator=g, dtype=torch.float64), torch.randn(B, D, generator=g, dtype=torch.float64)
+    for tau in (0.1, 0.5, 1.0):
+        want = naive_nt_xent(z1, z2, tau).item()
+        # rel 1e-7, not 1e-10: MONAI holds the temperature as a float32 tensor (0.1 -> 0.10000000149)
+        assert ContrastiveLoss(tau)(z1, z2).item() == pytest.approx(want, rel=1e-7)
+        assert ContrastiveLoss(tau)(z2, z1).item() == pytest.approx(naive_nt_xent(z2, z1, tau).item(), rel=1e-7)
+        assert ContrastiveLoss(tau)(z2, z1).item() == pytest.approx(want, rel=1e-7)  # symmetric in the views
+
+
+def test_nt_xent_hand_computed() -> None:
+    """Two images, orthogonal unit embeddings, each view equal to its pair: cos 1 to the positive, 0 to the two
+    negatives, so every anchor's loss is -log(e^(1/tau) / (e^(1/tau) + 2))."""
+    from monai.losses import ContrastiveLoss
+
+    z = torch.eye(2, dtype=torch.float64)
+    tau = 0.5
+    want = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + 2))
+    assert ContrastiveLoss(tau)(z, z.clone()).item() == pytest.approx(want, rel=1e-12)
