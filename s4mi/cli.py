@@ -120,6 +120,7 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
         threads=a.threads,
         reevaluate=a.reevaluate,
         jobs=a.jobs,
+        pretrain_seed=a.pretrain_seed,
     )
     paths = write_reports(rows, a.out, command=command)
     print(Path(paths["markdown"]).read_text())
@@ -237,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--threads", type=int, default=None, help="OMP threads per run")
     bm.add_argument("--jobs", type=int, default=None, help="runs at a time (default 1)")
     bm.add_argument("--equal-epochs", action="store_true", help="same epochs (not steps) at every fraction")
+    bm.add_argument(
+        "--pretrain-seed",
+        type=int,
+        default=None,
+        help="run each self-supervised pretraining once, with this seed, and fine-tune from it at every seed",
+    )
     bm.add_argument("--reevaluate", action="store_true", help="evaluate finished runs again, keeping training times")
     bm.set_defaults(func=_cmd_benchmark)
 

@@ -118,12 +118,13 @@ _PRETRAIN_LOCKS: dict[Path, threading.Lock] = {}
 _PRETRAIN_LOCKS_GUARD = threading.Lock()
 
 
-def first_stage_dir(spec: RunSpec, out_dir: Path) -> tuple[Path, bool]:
+def first_stage_dir(spec: RunSpec, out_dir: Path, pretrain_seed: int | None = None) -> tuple[Path, bool]:
     """Where the first stage of ``spec``'s bundle runs, and whether that stage reads labels.
 
     The folder is keyed on the bundle, the variant settings that ``configs/pretrain.json`` itself defines (so
     variants that change only the second stage share it), the seed, and the label fraction when the stage reads
-    labels (``"pretrain_uses_labels": true``).
+    labels (``"pretrain_uses_labels": true``). With ``pretrain_seed`` a stage that reads no label runs with that
+    seed, once for every seed of the grid (see :func:`run_grid`).
     """
     bundle_name, variant = parse_method(spec.method)
     (stage0,) = bundle_stages(bundle_name, ["pretrain"])
@@ -131,21 +132,29 @@ def first_stage_dir(spec: RunSpec, out_dir: Path) -> tuple[Path, bool]:
     shared = ",".join(f"{k}={v}" for k, v in variant.items() if k in keys)
     uses_labels = stage0.uses_labels
     pre_dir = out_dir / "pretrain" / _dirname(f"{bundle_name}:{shared}" if shared else bundle_name)
-    return (pre_dir / f"frac{spec.fraction:g}" if uses_labels else pre_dir) / f"seed{spec.seed}", uses_labels
+    seed = spec.seed if uses_labels or pretrain_seed is None else pretrain_seed
+    return (pre_dir / f"frac{spec.fraction:g}" if uses_labels else pre_dir) / f"seed{seed}", uses_labels
 
 
 def _pretrain(
-    spec: RunSpec, bundle: Path, out_dir: Path, args: dict[str, Any], env: dict[str, str]
-) -> tuple[dict[str, Any], dict[str, float]]:
+    spec: RunSpec,
+    bundle: Path,
+    out_dir: Path,
+    args: dict[str, Any],
+    env: dict[str, str],
+    pretrain_seed: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the bundle's first stage (``configs/pretrain.json``) once per (method, seed); return its weights and cost.
 
     Self-supervised pretraining reads every training image (labelled or not) and no label, so one run serves every
     label fraction. A first stage that trains on the labels (``"pretrain_uses_labels": true``, e.g. the teacher of
     online pseudo-labelling) runs once per (fraction, seed). Variants that differ only in settings the first stage
     does not read share it. Runs of the grid that need the same first stage wait for it; a finished one is reused,
-    a stopped one resumes. Returns the overrides that link the second stage to it, and its cost.
+    a stopped one resumes. With ``pretrain_seed``, a first stage that reads no label runs once with that seed and
+    serves every seed. Returns the overrides that link the second stage to it, and its cost (and seed).
     """
-    pre_dir, _ = first_stage_dir(spec, out_dir)
+    pre_dir, uses_labels = first_stage_dir(spec, out_dir, pretrain_seed)
+    seed = spec.seed if uses_labels or pretrain_seed is None else pretrain_seed
     (stage,) = bundle_stages(bundle, ["pretrain"])
     link = next_stage_overrides(pre_dir)
     weights = Path(link["pretrained_ckpt"])
@@ -156,7 +165,7 @@ def _pretrain(
         if not (weights.is_file() and cost_file.is_file()):
             pre_dir.mkdir(parents=True, exist_ok=True)
             pre_args = defined_overrides(
-                [stage.config_file], stage.configs, first_stage_overrides(stage, args, pre_dir)
+                [stage.config_file], stage.configs, first_stage_overrides(stage, {**args, "seed": seed}, pre_dir)
             )
             cmd = monai_bundle_command([stage.config_file], stage.configs, pre_args)
             run = run_command(cmd, pre_dir / "pretrain.log", env)
@@ -168,7 +177,7 @@ def _pretrain(
             tmp = cost_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(cost) + "\n")
             os.replace(tmp, cost_file)
-    return link, json.loads(cost_file.read_text())
+    return link, {**json.loads(cost_file.read_text()), "pretrain_seed": seed}
 
 
 def _overlay(configs: Path, name: Any) -> list[str]:
@@ -202,12 +211,18 @@ def _last_jsonl(path: Path) -> dict[str, Any]:
 
 
 def run_one(
-    spec: RunSpec, out_dir: Path, task_args: dict[str, Any], threads: int | None = None, reevaluate: bool = False
+    spec: RunSpec,
+    out_dir: Path,
+    task_args: dict[str, Any],
+    threads: int | None = None,
+    reevaluate: bool = False,
+    pretrain_seed: int | None = None,
 ) -> dict[str, Any]:
     """Train then evaluate one bundle run; return its result row (also saved as ``result.json``).
 
     A run with a ``result.json`` is skipped; with ``reevaluate`` its evaluation alone runs again (after a change to
     a metric, say) and the test metrics are replaced, keeping the training time and memory measured before.
+    ``pretrain_seed``: see :func:`run_grid`.
     """
     run_dir = out_dir / "runs" / spec.name
     result_file = run_dir / "result.json"
@@ -236,9 +251,9 @@ def run_one(
     stages = bundle_stages(bundle)
     _check_user_keys(list(variant), configs, overlay)  # a --set key may belong to another method of the grid
     train = stages[-1]
-    pretrain_cost: dict[str, float] = {}
+    pretrain_cost: dict[str, Any] = {}
     if previous is None and len(stages) > 1 and "pretrained_ckpt" not in args:
-        link, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env)
+        link, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env, pretrain_seed)
         args.update(link)
     trained: StageRun | None = None
     if previous is None:
@@ -338,6 +353,7 @@ def run_grid(
     threads: int | None = None,
     reevaluate: bool = False,
     jobs: int = 1,
+    pretrain_seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (method, fraction, seed) and return the result rows.
 
@@ -358,6 +374,11 @@ def run_grid(
         threads: OMP threads per run.
         reevaluate: evaluate finished runs again (see :func:`run_one`).
         jobs: runs at a time (each a child process; give ``threads`` so that jobs x threads fits the cores).
+        pretrain_seed: run each method's self-supervised first stage once, with this seed, and fine-tune from it at
+            every seed (None: one pretraining per seed). The seed spread then measures the label subset and the
+            fine-tuning alone, not the pretraining; rows record ``pretrain_seed`` and the report says so. It saves
+            the pretraining's cost for every seed but the first. A first stage that reads labels still runs per
+            (fraction, seed).
     """
     out = Path(out_dir)
     if "#" in str(out):
@@ -397,12 +418,13 @@ def run_grid(
         if jobs <= 1:
             for i, spec in enumerate(specs):
                 bar.set_postfix_str(spec.name)
-                rows[i] = run_one(spec, out, task_args, threads, reevaluate)
+                rows[i] = run_one(spec, out, task_args, threads, reevaluate, pretrain_seed)
                 bar.update()
         else:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 futures = {
-                    pool.submit(run_one, spec, out, task_args, threads, reevaluate): i for i, spec in enumerate(specs)
+                    pool.submit(run_one, spec, out, task_args, threads, reevaluate, pretrain_seed): i
+                    for i, spec in enumerate(specs)
                 }
                 for future in as_completed(futures):
                     rows[futures[future]] = future.result()
@@ -450,6 +472,8 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
         fields[3:3] = ["labelled", "unlabelled", "labelled_share"]
     if pretrained:
         fields[-1:-1] = ["pretrain_wall_s"]
+    if any("pretrain_seed" in r for r in rows):
+        fields[-1:-1] = ["pretrain_seed"]
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -482,6 +506,12 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
         legend += (
             " Labels: the labelled training images each run used and their share of all training images (labelled"
             " and unlabelled), from its split.json; the label fraction asked for is in results.csv."
+        )
+    shared = sorted({str(r["pretrain_seed"]) for r in rows if "pretrain_seed" in r and r["pretrain_seed"] != r["seed"]})
+    if shared:
+        legend += (
+            f" Self-supervised pretraining ran once per method (seed {', '.join(shared)}) and every seed fine-tuned"
+            " from it: the spread over seeds is that of the label subset and the fine-tuning, not of the pretraining."
         )
     md_path.write_text(preamble + legend + "\n\n" + "\n".join(lines) + "\n")
     png_path = out / "results.png"

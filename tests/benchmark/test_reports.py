@@ -91,7 +91,7 @@ def test_grid_skips_semi_supervised_at_full_labels_and_runs_jobs_in_parallel(
     running, peak = [0], [0]
     lock = threading.Lock()
 
-    def fake_run_one(spec, out, task_args, threads, reevaluate):  # type: ignore[no-untyped-def]
+    def fake_run_one(spec, out, task_args, threads, reevaluate, pretrain_seed=None):  # type: ignore[no-untyped-def]
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -207,6 +207,25 @@ def test_pretraining_runs_once_per_seed_and_serves_every_fraction(tmp_path: Path
         assert "loaded the pretrained backbone from " + str(pre[0]) in log
     paths = write_reports(rows, tmp_path)
     assert "pretrain time (s)" in paths["markdown"].read_text()
+    assert "ran once per method" not in paths["markdown"].read_text()
+    # --pretrain-seed 0: seed 1 fine-tunes from seed 0's pretraining instead of pretraining again
+    more = run_grid(
+        "cxr",
+        ["s2mts2_cxr_classification"],
+        [0.2],
+        [1],
+        tmp_path,
+        overrides={**small, "pretrain_epochs": 1},
+        phantom_n=40,
+        threads=1,
+        pretrain_seed=0,
+    )
+    assert list((tmp_path / "pretrain").rglob("pretrained.pt")) == pre
+    assert more[0]["pretrain_seed"] == 0 and more[0]["seed"] == 1
+    log = (tmp_path / "runs" / RunSpec(more[0]["method"], 0.2, 1).name / "train.log").read_text()
+    assert "loaded the pretrained backbone from " + str(pre[0]) in log
+    text = write_reports(rows + more, tmp_path)["markdown"].read_text()
+    assert "pretraining ran once per method (seed 0)" in text
 
 
 def test_first_stage_folders_are_shared_by_second_stage_variants(tmp_path: Path) -> None:
@@ -219,12 +238,15 @@ def test_first_stage_folders_are_shared_by_second_stage_variants(tmp_path: Path)
     assert a == first_stage_dir(RunSpec(online, 0.2, 0), tmp_path)[0], "student variants share the teacher"
     assert a != first_stage_dir(RunSpec(online, 0.4, 0), tmp_path)[0], "one teacher per label fraction"
     assert a != first_stage_dir(RunSpec(online, 0.2, 1), tmp_path)[0], "one teacher per seed"
+    assert a != first_stage_dir(RunSpec(online, 0.2, 1), tmp_path, 0)[0], "a teacher reads labels: per seed always"
     assert a != first_stage_dir(RunSpec(f"{opl}:teacher_momentum=0.9", 0.2, 0), tmp_path)[0], "a stage-0 setting"
     # self-supervised pretraining reads no label: one per seed whatever the fraction
     s2 = "s2mts2_cxr_classification"
     b, uses_labels = first_stage_dir(RunSpec(f"{s2}:max_epochs=3", 0.1, 0), tmp_path)
     assert not uses_labels and b == first_stage_dir(RunSpec(s2, 0.5, 0), tmp_path)[0]
     assert b != first_stage_dir(RunSpec(f"{s2}:jcl_lambda_max=0", 0.1, 0), tmp_path)[0]
+    assert b != first_stage_dir(RunSpec(s2, 0.1, 1), tmp_path)[0], "one pretraining per seed by default"
+    assert b == first_stage_dir(RunSpec(s2, 0.1, 1), tmp_path, pretrain_seed=0)[0], "or one for all seeds"
     # an overlay that trains nothing is not semi-supervised: it runs at 100 % labels too
     assert method_is_semi_supervised(online)
     assert not method_is_semi_supervised(f"{opl}:overlay=export_teacher")
@@ -251,7 +273,7 @@ def _fake_grid_run(monkeypatch: pytest.MonkeyPatch) -> list:
 
     seen: list = []
 
-    def fake_run_one(spec, out, task_args, threads, reevaluate):  # type: ignore[no-untyped-def]
+    def fake_run_one(spec, out, task_args, threads, reevaluate, pretrain_seed=None):  # type: ignore[no-untyped-def]
         seen.append((spec.method[:4], spec.fraction))
         return {"method": spec.method, "fraction": spec.fraction, "seed": spec.seed}
 
