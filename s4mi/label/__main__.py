@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("datalist", help="datalist file (relative paths are relative to its folder)")
     st.add_argument("studies", help="studies folder to fill")
     st.add_argument("--labelled", type=int, default=None, help="how many images get a final label (default: all)")
-    st.add_argument("--sections", nargs="+", default=["training", "validation", "test"])
+    st.add_argument("--sections", nargs="+", default=["training", "unlabeled", "validation", "test"])
     sample = sub.add_parser("sample-app", help="print the folder of a MONAI Label sample app shipped in the wheel")
     sample.add_argument("name", nargs="?", default="monaibundle")
     args = parser.parse_args(argv)

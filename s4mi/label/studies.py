@@ -31,7 +31,7 @@ def studies_from_datalist(
     datalist: str | os.PathLike,
     studies: str | os.PathLike,
     labelled: int | None = None,
-    sections: Sequence[str] = ("training", "validation", "test"),
+    sections: Sequence[str] = ("training", "unlabeled", "validation", "test"),
 ) -> dict[str, int]:
     """Lay out a MONAI Label studies folder: every image of ``sections``, and labels under ``labels/final``.
 
@@ -46,7 +46,8 @@ def studies_from_datalist(
         datalist: a datalist file; its relative paths are relative to its folder (as ``s4mi data make`` writes them).
         studies: the studies folder to fill (made if needed).
         labelled: how many images get a ``final`` label, in datalist order; ``None``: every one that has a label.
-        sections: datalist sections to take images from, in order.
+        sections: datalist sections to take images from, in order. ``unlabeled`` (a split datalist's, e.g. from
+            ``s4mi split``) comes in without labels: its images are the datastore's unlabelled images.
 
     Returns:
         ``{"images": n, "labelled": k}``.

@@ -429,6 +429,14 @@ def test_studies_from_phantoms(tmp_path: Path, capsys: pytest.CaptureFixture[str
     first = json.loads((polyp / "datalist.json").read_text())["training"][0]
     assert _md5(tmp_path / "s1" / "labels" / FINAL_TAG / Path(first["label"]).name) == _md5(polyp / first["label"])
 
+    # a split datalist: its unlabeled section's images come in without a label
+    split = json.loads((polyp / "datalist.json").read_text())
+    split["unlabeled"] = [{"image": it["image"]} for it in split["training"][2:]]
+    split["training"] = split["training"][:2]
+    (polyp / "split.json").write_text(json.dumps(split))
+    assert studies_from_datalist(polyp / "split.json", tmp_path / "s1b") == {"images": 10, "labelled": 2 + 3}
+    assert not (tmp_path / "s1b" / "labels" / FINAL_TAG / Path(split["unlabeled"][0]["image"]).name).exists()
+
     cxr = _phantom("cxr", tmp_path / "cxr", n=6, size=32)
     assert studies_from_datalist(cxr / "datalist.json", tmp_path / "s2") == {"images": 6, "labelled": 6}
     first = json.loads((cxr / "datalist.json").read_text())["training"][0]
