@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import re
@@ -15,18 +16,56 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from s4mi.bundle.distributed import is_main_process
+from s4mi.handlers.non_finite import check_finite_checkpoint
 
 __all__ = [
     "AtomicCheckpointSaver",
     "BestModelSaver",
+    "FiniteSaveHandler",
     "RandomStates",
     "ResumeLoader",
     "ResumeSaver",
     "latest_checkpoint",
 ]
+
+
+class FiniteSaveHandler(BaseSaveHandler):
+    """An Ignite save handler (around a :class:`~ignite.handlers.DiskSaver`) that refuses to write a checkpoint
+    holding a NaN or an infinity, and removes an older file only once its successor is written.
+
+    :class:`~s4mi.handlers.NonFiniteGuard` stops a run before a non-finite step; this is the last line behind it
+    (a guard left out of a handler list, a non-finite buffer no loss shows). Ignite's ``Checkpoint`` removes the
+    file it replaces *before* writing the new one (and MONAI's saver removes ``model.pt`` before rewriting it), so a
+    refused or killed write would still lose the last good file: removals wait here until the next write has
+    succeeded (a file rewritten under its own name is replaced atomically instead). Other attributes (``dirname``,
+    ...) are the wrapped handler's.
+
+    Raises:
+        NonFiniteError: the checkpoint holds a non-finite floating-point tensor (naming the file and the entries).
+    """
+
+    def __init__(self, inner: BaseSaveHandler) -> None:
+        self.inner = inner
+        self._pending: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["inner"], name)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        fixed = getattr(self.inner, "filename", None)  # MONAI's saver may fix the file name
+        check_finite_checkpoint(checkpoint, Path(getattr(self.inner, "dirname", ".")) / (fixed or filename))
+        self.inner(checkpoint, filename, metadata)
+        pending, self._pending = self._pending, []
+        for old in pending:
+            if (fixed or old) != (fixed or filename):
+                self.inner.remove(old)
+
+    def remove(self, filename: str) -> None:
+        self._pending.append(filename)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -35,7 +74,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
     MONAI builds its disk savers with ``atomic=False`` (to keep files readable by others); a run killed while
     writing then leaves a truncated ``model.pt`` or resume checkpoint behind. Ignite's atomic mode writes to a
     temporary file in the same folder, then ``os.replace``-s it into place and adds group/other read permission,
-    so nothing is lost by turning it back on. Arguments are those of :class:`~monai.handlers.CheckpointSaver`.
+    so nothing is lost by turning it back on. A checkpoint holding a NaN or an infinity is not written
+    (:class:`FiniteSaveHandler`). Arguments are those of :class:`~monai.handlers.CheckpointSaver`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -43,6 +83,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if ckpt is not None:
                 ckpt.save_handler._atomic = True  # type: ignore[union-attr]
+                ckpt.save_handler = FiniteSaveHandler(ckpt.save_handler)  # type: ignore[assignment]
 
     def state_dict(self) -> dict[str, Any]:
         """The best-so-far list of the key-metric checkpoint (MONAI has ``load_state_dict`` but no counterpart).
@@ -134,9 +175,11 @@ class BestModelSaver:
         net = self.models[role]
         if isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
             net = net.module
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        check_finite_checkpoint(state, self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+        torch.save(state, tmp)
         os.replace(tmp, self.path)
         others = ", ".join(f"{r} {now[r][2]} {now[r][1]:.4f}" for r in now if r != role)
         logging.getLogger(__name__).info(
@@ -229,7 +272,7 @@ class ResumeSaver:
         self.every_n_iterations = int(every_n_iterations)
         self.checkpoint = Checkpoint(
             to_save=save_dict,
-            save_handler=DiskSaver(str(save_dir), atomic=True, require_empty=False),
+            save_handler=FiniteSaveHandler(DiskSaver(str(save_dir), atomic=True, require_empty=False)),
             filename_pattern=self.PATTERN,
             n_saved=n_saved,
             global_step_transform=lambda engine, _: engine.state.iteration,
@@ -261,7 +304,8 @@ class ResumeSaver:
 
 
 class ResumeLoader(CheckpointLoader):
-    """MONAI's :class:`~monai.handlers.CheckpointLoader` that does nothing when ``load_path`` is empty.
+    """MONAI's :class:`~monai.handlers.CheckpointLoader` that does nothing when ``load_path`` is empty, and keeps a
+    learning rate changed since the checkpoint was written (see :meth:`_apply_learning_rate`).
 
     Bundles give it :func:`latest_checkpoint`'s answer, ``""`` on a fresh run, so one ``run`` list
     (``$@train#resume_loader.attach(@train#trainer)``) starts a run or resumes it, with no ``_disabled_`` flag and no
@@ -275,6 +319,44 @@ class ResumeLoader(CheckpointLoader):
     def attach(self, engine: Engine) -> None:
         if self.resumes:
             super().attach(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        optimizers = [o for o in self.load_dict.values() if isinstance(o, torch.optim.Optimizer)]
+        asked = [[float(g.get("initial_lr", g["lr"])) for g in o.param_groups] for o in optimizers]
+        super().__call__(engine)
+        for optimizer, lrs in zip(optimizers, asked):
+            self._apply_learning_rate(optimizer, lrs)
+
+    def _apply_learning_rate(self, optimizer: torch.optim.Optimizer, asked: list[float]) -> None:
+        """Keep the learning rate the config asks for when it differs from the checkpoint's.
+
+        Loading an optimizer's state restores its learning rate (and its scheduler's ``base_lrs``), so a
+        ``--learning_rate`` override given to resume a run (after a non-finite loss, say) would be ignored. Each
+        parameter group whose configured initial rate differs from the checkpoint's has its current rate, its
+        ``initial_lr`` and its schedulers' base and last rates scaled by the ratio, so the schedule goes on from
+        where it stopped at the new scale; a resume with an unchanged config is left exactly as saved.
+        """
+        saved = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        if len(saved) != len(asked) or all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(asked, saved)):
+            return
+        schedulers = [
+            s
+            for s in self.load_dict.values()
+            if isinstance(s, torch.optim.lr_scheduler.LRScheduler) and s.optimizer is optimizer
+        ]
+        for i, (group, new, old) in enumerate(zip(optimizer.param_groups, asked, saved)):
+            ratio = new / old if old else 1.0
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] = new
+            for s in schedulers:
+                s.base_lrs[i] *= ratio
+                if getattr(s, "_last_lr", None):
+                    s._last_lr[i] *= ratio
+        logging.getLogger(__name__).warning(
+            f"s4mi: resuming {self.load_path} with learning rate {asked} (the checkpoint's was {saved}): the schedule "
+            "goes on from where it stopped, scaled to the new rate"
+        )
 
 
 _STEP = re.compile(r"=(\d+)\.pt$")
