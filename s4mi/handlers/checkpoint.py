@@ -20,17 +20,107 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from s4mi.bundle.distributed import is_main_process
+from s4mi.bundle.outputs import ensure_writable
 from s4mi.handlers.non_finite import check_finite_checkpoint
 
 __all__ = [
     "AtomicCheckpointSaver",
     "BestModelSaver",
+    "CheckpointError",
     "FiniteSaveHandler",
     "RandomStates",
     "ResumeLoader",
     "ResumeSaver",
+    "check_state_fits",
     "latest_checkpoint",
+    "read_checkpoint",
 ]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, or does not fit what loads it; the message names the file."""
+
+
+def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with an error that names the file when it cannot be read.
+
+    A run killed by an older, non-atomic writer, a copy cut short or a file that is not a PyTorch checkpoint
+    makes ``torch.load`` fail with a zip-archive or unpickling message that names no file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is truncated, corrupt or holds more than tensors and plain containers.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} not found")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # zip, pickle, EOF and weights-only errors alike; torch names no file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(
+            f"{what} {p} ({p.stat().st_size} bytes) cannot be read: it is truncated, corrupt or not a weights-only "
+            f"PyTorch checkpoint ({type(e).__name__}: {reason}). Move it away (a resume checkpoint: the run then "
+            "starts from the one before, or afresh) or point to another file."
+        ) from e
+
+
+def check_state_fits(module: torch.nn.Module, state: Any, path: str | os.PathLike, what: str = "checkpoint") -> None:
+    """Check that ``state`` is a state dict with ``module``'s keys and shapes, before loading it.
+
+    ``load_state_dict`` raises a size-mismatch list that names no file and no likely cause.
+
+    Raises:
+        CheckpointError: not a state dict, or keys missing, unexpected or of another shape (the first ones named).
+    """
+    if isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        module = module.module
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what} {path}: expected a state dict for the network, found {type(state).__name__}")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in the file, {tuple(v.shape)} here"
+        for k, v in own.items()
+        if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [
+        f"{len(items)} {label}, e.g. {items[:3]}"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{what} {path} does not fit this network ({type(module).__name__}): weights {'; '.join(problems)}. "
+            "It was written by another bundle or with another network setting (num_classes, in_channels, "
+            "channels, spatial_dims, ...)."
+        )
+
+
+def state_bytes(objects: Mapping[str, Any]) -> int:
+    """About how many bytes a checkpoint of ``objects`` takes: their tensors, plus two per parameter for an optimizer
+    whose moments are not made yet (Adam's before its first step)."""
+
+    def size(x: Any) -> int:
+        if isinstance(x, torch.Tensor):
+            return x.numel() * x.element_size()
+        if isinstance(x, Mapping):
+            return sum(size(v) for v in x.values())
+        if isinstance(x, (list, tuple)):
+            return sum(size(v) for v in x)
+        return 0
+
+    total = 0
+    for obj in objects.values():
+        if isinstance(obj, torch.optim.Optimizer) and not obj.state:
+            total += 2 * sum(size(p) for g in obj.param_groups for p in g["params"])
+        elif hasattr(obj, "state_dict") and not isinstance(obj, Engine):
+            try:
+                total += size(obj.state_dict())
+            except Exception:  # a state that cannot be read before the run starts: left out of the estimate
+                continue
+    return total
 
 
 class FiniteSaveHandler(BaseSaveHandler):
@@ -84,6 +174,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if ckpt is not None:
                 ckpt.save_handler._atomic = True  # type: ignore[union-attr]
                 ckpt.save_handler = FiniteSaveHandler(ckpt.save_handler)  # type: ignore[assignment]
+
+    def attach(self, engine: Engine) -> None:
+        """Attach to ``engine`` after checking that ``save_dir`` can be written to (before any training step)."""
+        if is_main_process():
+            ensure_writable(self.save_dir, state_bytes(self.save_dict), f"checkpoints ({', '.join(self.save_dict)})")
+        super().attach(engine)
 
     def state_dict(self) -> dict[str, Any]:
         """The best-so-far list of the key-metric checkpoint (MONAI has ``load_state_dict`` but no counterpart).
@@ -149,6 +245,8 @@ class BestModelSaver:
         return _MetricWatcher(self, role)
 
     def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            ensure_writable(self.path.parent, state_bytes(self.models) // max(len(self.models), 1), "the best model")
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _record(self, role: str, engine: Engine) -> None:
@@ -289,6 +387,8 @@ class ResumeSaver:
         )
 
     def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            ensure_writable(self.save_dir, state_bytes(self.checkpoint.to_save), "resume checkpoints")
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
         if self.every_n_iterations:
             engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._mid_epoch), self)
@@ -320,10 +420,36 @@ class ResumeLoader(CheckpointLoader):
         if self.resumes:
             super().attach(engine)
 
+    def check(self) -> None:
+        """Check the checkpoint before anything loads: readable, this bundle's objects, this network's shapes.
+
+        Raises:
+            CheckpointError: naming the file and what does not fit.
+        """
+        path = self.load_path
+        ckpt = read_checkpoint(path, "resume checkpoint")
+        if not isinstance(ckpt, Mapping):
+            raise CheckpointError(f"resume checkpoint {path} holds a {type(ckpt).__name__}, not a dict of objects")
+        missing = sorted(k for k in self.load_dict if k not in ckpt)
+        extra = sorted(k for k in ckpt if k not in self.load_dict)
+        if missing or extra:
+            raise CheckpointError(
+                f"resume checkpoint {path} is not one of this training stage's: it holds {sorted(ckpt)}, this stage "
+                f"resumes {sorted(self.load_dict)} (missing {missing}, unexpected {extra}). It was written by another "
+                "bundle or stage: give this run its own --output_dir, or move the resume folder away to start afresh."
+            )
+        for name, obj in self.load_dict.items():
+            if isinstance(obj, torch.nn.Module):
+                check_state_fits(obj, ckpt[name], path, f"resume checkpoint ({name!r} of)")
+
     def __call__(self, engine: Engine) -> None:
+        self.check()
         optimizers = [o for o in self.load_dict.values() if isinstance(o, torch.optim.Optimizer)]
         asked = [[float(g.get("initial_lr", g["lr"])) for g in o.param_groups] for o in optimizers]
-        super().__call__(engine)
+        try:
+            super().__call__(engine)
+        except Exception as e:
+            raise CheckpointError(f"resume checkpoint {self.load_path} cannot be loaded into this run: {e}") from e
         for optimizer, lrs in zip(optimizers, asked):
             self._apply_learning_rate(optimizer, lrs)
 
@@ -387,7 +513,7 @@ def latest_checkpoint(folder: str | os.PathLike, max_epochs: int | None = None, 
 
     latest = max(files, key=_key)
     if max_epochs is not None:
-        state = torch.load(latest, map_location="cpu", weights_only=True).get("trainer", {})
+        state = read_checkpoint(latest, "resume checkpoint").get("trainer", {})
         # Ignite's Engine.state_dict() holds the iteration and the epoch length, not the epoch
         iteration, length = int(state.get("iteration", 0)), int(state.get("epoch_length") or 0)
         epoch, done = (iteration // length, iteration % length == 0) if length else (0, False)

@@ -211,9 +211,7 @@ def _saved_run(tmp_path: Path, lr: float, epochs: int) -> Path:
     opt, sched = _opt_and_sched(net, lr)
     engine = Engine(lambda e, b: (opt.zero_grad(), net(torch.ones(1, 3)).sum().backward(), opt.step()))
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: sched.step())
-    ResumeSaver(str(tmp_path), {"model": net, "optimizer": opt, "lr_scheduler": sched, "trainer": engine}).attach(
-        engine
-    )
+    ResumeSaver(str(tmp_path), {"model": net, "optimizer": opt, "lr_scheduler": sched}).attach(engine)
     engine.run([0, 1], max_epochs=epochs)
     return next(tmp_path.glob("*.pt"))
 
