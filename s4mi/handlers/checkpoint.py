@@ -430,6 +430,9 @@ class ResumeLoader(CheckpointLoader):
         ckpt = read_checkpoint(path, "resume checkpoint")
         if not isinstance(ckpt, Mapping):
             raise CheckpointError(f"resume checkpoint {path} holds a {type(ckpt).__name__}, not a dict of objects")
+        if len(self.load_dict) == 1:  # Ignite saves a single object's state itself, and MONAI loads it so
+            (only,) = self.load_dict
+            ckpt = ckpt if only in ckpt else {only: ckpt}
         missing = sorted(k for k in self.load_dict if k not in ckpt)
         extra = sorted(k for k in ckpt if k not in self.load_dict)
         if missing or extra:
