@@ -50,11 +50,17 @@ def _cmd_data_adapt(a: argparse.Namespace) -> None:
 
 
 def _cmd_data_check(a: argparse.Namespace) -> None:
+    from s4mi.data.check import find_leakage
     from s4mi.data.datalist import load_datalist
 
     data = load_datalist(a.datalist, dataset_dir=a.dataset_dir or None)
     counts = ", ".join(f"{s} {len(data.get(s, []))}" for s in ("training", "unlabeled", "validation", "test"))
-    print(f"{a.datalist}: valid ({counts})")
+    leaks = find_leakage(data, by_content=not a.no_hash)
+    if leaks:
+        for line in leaks:
+            print(f"leakage: {line}")
+        raise SystemExit(f"{a.datalist}: {len(leaks)} item(s) shared between sections ({counts})")
+    print(f"{a.datalist}: valid, no item shared between sections ({counts})")
 
 
 def _cmd_split(a: argparse.Namespace) -> None:
@@ -211,9 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--policy", choices=["ones", "zeros", "ignore"], help="CheXpert uncertainty policy")
     ad.add_argument("--no-check", action="store_true", help="don't check that every file exists")
     ad.set_defaults(func=_cmd_data_adapt)
-    ck = dsub.add_parser("check", help="validate a datalist and its files")
+    ck = dsub.add_parser(
+        "check", help="validate a datalist and its files; report images and patients shared between sections"
+    )
     ck.add_argument("datalist")
     ck.add_argument("--dataset-dir", default="")
+    ck.add_argument("--no-hash", action="store_true", help="compare paths and patients only, not file contents")
     ck.set_defaults(func=_cmd_data_check)
 
     sp = sub.add_parser("split", help="seeded label-fraction split of a datalist")

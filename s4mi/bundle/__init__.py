@@ -14,18 +14,20 @@ from .distributed import (
     is_main_process,
     world_size,
 )
-from .outputs import protect_model, run_ckpt_dir
+from .outputs import OutputFolderError, ensure_writable, protect_model, run_ckpt_dir
 from .overrides import BundleConfigError, check_overrides
 from .stages import require_first_stage
 
 __all__ = [
     "BundleConfigError",
+    "OutputFolderError",
     "as_bool",
     "check_overrides",
     "ddp_device_ids",
     "default_device",
     "destroy_distributed",
     "distributed_device",
+    "ensure_writable",
     "init_distributed",
     "is_main_process",
     "world_size",

@@ -2,14 +2,67 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from .overrides import BundleConfigError, _argv_overrides
 
-__all__ = ["protect_model", "run_ckpt_dir"]
+__all__ = ["OutputFolderError", "ensure_writable", "protect_model", "run_ckpt_dir"]
+
+
+class OutputFolderError(OSError):
+    """A run's output folder cannot be made or written to, or lacks the space its checkpoints need."""
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def ensure_writable(folder: str | os.PathLike, need_bytes: int = 0, what: str = "checkpoints") -> Path:
+    """Check, before a run trains, that ``folder`` can be made and written to and has ``need_bytes`` free.
+
+    A read-only or full folder otherwise shows up when the first checkpoint is written, after an epoch of training
+    (or hours of it), as an ``OSError`` from deep inside a saver. This makes the folder, writes and removes a probe
+    file in it, and compares the free space with ``need_bytes``.
+
+    Args:
+        folder: the folder a saver writes to.
+        need_bytes: about how many bytes one file of it takes (0: no space check).
+        what: what is written there, for the message.
+
+    Returns:
+        the folder.
+
+    Raises:
+        OutputFolderError: naming the folder, what is written there and why it cannot be (read-only, not a folder,
+            no space).
+    """
+    path = Path(folder)
+    hint = "give the run a writable folder with free space (--output_dir, --ckpt_dir) or free some space"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".s4mi-write-test-{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"s4mi")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise OutputFolderError(
+            e.errno, f"cannot write {what} to {path}: {reason}; {hint}, before training starts"
+        ) from e
+    free = shutil.disk_usage(path).free
+    if need_bytes and free < need_bytes:
+        raise OutputFolderError(
+            errno.ENOSPC,
+            f"{path} has {_mb(free)} free but its {what} need about {_mb(need_bytes)}; {hint}, before training starts",
+        )
+    return path
 
 
 def run_ckpt_dir(bundle_root: str | os.PathLike, output_dir: str | os.PathLike) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "split_cli_overrides",
     "tracking_keys",
     "unknown_override",
+    "wrong_type_override",
 ]
 
 #: Arguments of ``monai.bundle.scripts.run`` itself: not config overrides.
@@ -165,6 +166,49 @@ def unknown_override(
     )
 
 
+def _kind(value: Any) -> str | None:
+    """The kind of a literal config value that an override must keep, or None when any value may replace it (an
+    expression, a reference, ``None``, a component)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str) and value and value[0] not in "$@%":
+        return "a string"
+    return None
+
+
+def wrong_type_override(parser: Any, key: str, value: Any, where: str = "the config") -> str | None:
+    """None when ``value`` may replace the literal value of ``key`` in ``parser``'s config, else the message.
+
+    ``--max_epochs ten`` or ``--spatial_size 64`` would otherwise fail later, deep inside MONAI or PyTorch, or not
+    at all (``--learning_rate "1e-3"`` as a string). A bool key takes ``True``/``False`` (or the strings fire passes),
+    a number key any number, a list key a list; string keys, and keys whose committed value is an expression, a
+    reference, ``null`` or a component, take anything (as does a given expression or reference).
+    """
+    key = key.replace("::", "#")
+    if not defines_key(parser, key) or key not in parser:
+        return None
+    want = _kind(parser[key])
+    if want is None or value is None:
+        return None
+    got = _kind(value)
+    if want == "a boolean" and isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return None
+    if want == "a string" or got is None:
+        return None  # fire reads "1.0" as a number; an expression or a component given is the user's choice
+    if isinstance(value, str) and value[:1] in "$@%":
+        return None
+    if got == want:
+        return None
+    return (
+        f"s4mi: --{key} {value!r} is {got or type(value).__name__} but {key} is {want} in {where} "
+        f"(committed value {parser[key]!r})"
+    )
+
+
 def tracking_keys(tracking: Any) -> set[str]:
     """The top-level keys that ``--tracking <name or file>`` adds to a config (``tracking_uri``, ``run_name``...)."""
     if not tracking:
@@ -220,7 +264,8 @@ def check_overrides(strict: object = True, argv: Sequence[str] | None = None) ->
 
     Raises:
         BundleConfigError: naming every unknown key with the closest known one, or the key a pretraining stage uses
-            (``pretrain_epochs`` for ``max_epochs``).
+            (``pretrain_epochs`` for ``max_epochs``), and every value of another kind than the committed one
+            (:func:`wrong_type_override`).
     """
     from s4mi.bundle import as_bool
 
@@ -236,7 +281,11 @@ def check_overrides(strict: object = True, argv: Sequence[str] | None = None) ->
     where = " + ".join(names)
     extra = tracking_keys(run_args.get("tracking"))
     problems = [
-        m for k, g in overrides if k not in extra and (m := unknown_override(parser, k, _value(g), where)) is not None
+        m
+        for k, g in overrides
+        if k not in extra
+        and (m := unknown_override(parser, k, _value(g), where) or wrong_type_override(parser, k, _value(g), where))
+        is not None
     ]
     if problems:
         raise BundleConfigError("\n".join(problems))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("adapters", "datalist", "loaders", "phantoms", "prepare", "readers", "split")
+_SUBMODULES = ("adapters", "check", "datalist", "loaders", "phantoms", "prepare", "readers", "split")
 
 __all__ = list(_SUBMODULES)
 

@@ -241,10 +241,17 @@ def label_fraction_split(datalist: Mapping[str, Any], fraction: float, seed: int
     """
     _check_fraction("fraction", fraction)
     validate_datalist(datalist, check_files=False, require_training=True)
+    already = recorded_split(datalist)
+    if already is not None:
+        raise ValueError(
+            f"this datalist is already split (label fraction {already['fraction']}, seed {already.get('seed')}): "
+            "splitting it again would take a share of the labelled share; split the original datalist instead"
+        )
     resolved = _resolve_strategy(datalist, strategy)
     training = datalist["training"]
     picked = set(_select(datalist, training, fraction, seed, resolved, salt="labelled"))
     labelled = [copy.deepcopy(item) for i, item in enumerate(training) if i in picked]
+    _check_every_class_labelled(datalist, training, labelled, fraction, resolved)
     moved = [strip_labels(item) for i, item in enumerate(training) if i not in picked]
     unlabeled = moved + copy.deepcopy(list(datalist.get("unlabeled") or []))
     split = {
@@ -255,6 +262,34 @@ def label_fraction_split(datalist: Mapping[str, Any], fraction: float, seed: int
         "n_unlabeled": len(unlabeled),
     }
     return _assemble(datalist, {"split": split}, {"training": labelled, "unlabeled": unlabeled})
+
+
+def _check_every_class_labelled(
+    datalist: Mapping[str, Any], training: Sequence[Any], labelled: Sequence[Any], fraction: float, strategy: str
+) -> None:
+    """Refuse a classification split that leaves a class with positives in ``training`` without any labelled one.
+
+    Raises:
+        ValueError: naming the classes, the fraction and the strategy.
+    """
+    before, after = _vectors(datalist, training), _vectors(datalist, labelled)
+    if not any(v is not None for v in before):
+        return
+    width = max(len(v) for v in before if v is not None)
+
+    def positives(vectors: Sequence[list[int] | None]) -> list[int]:
+        return [sum(1 for v in vectors if v is not None and len(v) > c and v[c] == 1) for c in range(width)]
+
+    had, kept = positives(before), positives(after)
+    lost = [c for c in range(width) if had[c] > 0 and kept[c] == 0]
+    if lost:
+        classes = datalist.get("classes") or []
+        names = [classes[c] if c < len(classes) else f"class {c}" for c in lost]
+        raise ValueError(
+            f"label_fraction {fraction} (strategy {strategy!r}) leaves {names} without any labelled image "
+            f"({[had[c] for c in lost]} in the training set): use a larger fraction, or the 'stratified' or 'union' "
+            "strategy, which keep at least one image of every class"
+        )
 
 
 def recorded_split(datalist: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .checkpoint import (
     AtomicCheckpointSaver,
     BestModelSaver,
+    FiniteSaveHandler,
     RandomStates,
     ResumeLoader,
     ResumeSaver,
@@ -15,6 +16,7 @@ from .console import EpochLossLogger, RunLengthLogger
 from .contrastive import ContrastiveMonitor
 from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics, TopOneAccuracy
 from .metrics_logger import MetricsLogger
+from .non_finite import NonFiniteError, NonFiniteGuard
 from .pretrained import (
     export_teacher,
     load_pretrained_backbone,
@@ -45,6 +47,7 @@ from .teacher import EMATeacher
 __all__ = [
     "AtomicCheckpointSaver",
     "BestModelSaver",
+    "FiniteSaveHandler",
     "ConstantRamp",
     "ContrastiveMonitor",
     "CosineRampDown",
@@ -57,6 +60,8 @@ __all__ = [
     "PerSourceMetrics",
     "ProbeHandler",
     "MetricsLogger",
+    "NonFiniteError",
+    "NonFiniteGuard",
     "PseudoLabelCache",
     "PseudoLabelRenderer",
     "PseudoLabelWriter",

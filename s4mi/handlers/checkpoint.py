@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import re
@@ -15,18 +16,146 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from s4mi.bundle.distributed import is_main_process
+from s4mi.bundle.outputs import ensure_writable
+from s4mi.handlers.non_finite import check_finite_checkpoint
 
 __all__ = [
     "AtomicCheckpointSaver",
     "BestModelSaver",
+    "CheckpointError",
+    "FiniteSaveHandler",
     "RandomStates",
     "ResumeLoader",
     "ResumeSaver",
+    "check_state_fits",
     "latest_checkpoint",
+    "read_checkpoint",
 ]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, or does not fit what loads it; the message names the file."""
+
+
+def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with an error that names the file when it cannot be read.
+
+    A run killed by an older, non-atomic writer, a copy cut short or a file that is not a PyTorch checkpoint
+    makes ``torch.load`` fail with a zip-archive or unpickling message that names no file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is truncated, corrupt or holds more than tensors and plain containers.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} not found")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # zip, pickle, EOF and weights-only errors alike; torch names no file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(
+            f"{what} {p} ({p.stat().st_size} bytes) cannot be read: it is truncated, corrupt or not a weights-only "
+            f"PyTorch checkpoint ({type(e).__name__}: {reason}). Move it away (a resume checkpoint: the run then "
+            "starts from the one before, or afresh) or point to another file."
+        ) from e
+
+
+def check_state_fits(module: torch.nn.Module, state: Any, path: str | os.PathLike, what: str = "checkpoint") -> None:
+    """Check that ``state`` is a state dict with ``module``'s keys and shapes, before loading it.
+
+    ``load_state_dict`` raises a size-mismatch list that names no file and no likely cause.
+
+    Raises:
+        CheckpointError: not a state dict, or keys missing, unexpected or of another shape (the first ones named).
+    """
+    if isinstance(module, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        module = module.module
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what} {path}: expected a state dict for the network, found {type(state).__name__}")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in the file, {tuple(v.shape)} here"
+        for k, v in own.items()
+        if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [
+        f"{len(items)} {label}, e.g. {items[:3]}"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{what} {path} does not fit this network ({type(module).__name__}): weights {'; '.join(problems)}. "
+            "It was written by another bundle or with another network setting (num_classes, in_channels, "
+            "channels, spatial_dims, ...)."
+        )
+
+
+def state_bytes(objects: Mapping[str, Any]) -> int:
+    """About how many bytes a checkpoint of ``objects`` takes: their tensors, plus two per parameter for an optimizer
+    whose moments are not made yet (Adam's before its first step)."""
+
+    def size(x: Any) -> int:
+        if isinstance(x, torch.Tensor):
+            return x.numel() * x.element_size()
+        if isinstance(x, Mapping):
+            return sum(size(v) for v in x.values())
+        if isinstance(x, (list, tuple)):
+            return sum(size(v) for v in x)
+        return 0
+
+    total = 0
+    for obj in objects.values():
+        if isinstance(obj, torch.optim.Optimizer) and not obj.state:
+            total += 2 * sum(size(p) for g in obj.param_groups for p in g["params"])
+        elif hasattr(obj, "state_dict") and not isinstance(obj, Engine):
+            try:
+                total += size(obj.state_dict())
+            except Exception:  # a state that cannot be read before the run starts: left out of the estimate
+                continue
+    return total
+
+
+class FiniteSaveHandler(BaseSaveHandler):
+    """An Ignite save handler (around a :class:`~ignite.handlers.DiskSaver`) that refuses to write a checkpoint
+    holding a NaN or an infinity, and removes an older file only once its successor is written.
+
+    :class:`~s4mi.handlers.NonFiniteGuard` stops a run before a non-finite step; this is the last line behind it
+    (a guard left out of a handler list, a non-finite buffer no loss shows). Ignite's ``Checkpoint`` removes the
+    file it replaces *before* writing the new one (and MONAI's saver removes ``model.pt`` before rewriting it), so a
+    refused or killed write would still lose the last good file: removals wait here until the next write has
+    succeeded (a file rewritten under its own name is replaced atomically instead). Other attributes (``dirname``,
+    ...) are the wrapped handler's.
+
+    Raises:
+        NonFiniteError: the checkpoint holds a non-finite floating-point tensor (naming the file and the entries).
+    """
+
+    def __init__(self, inner: BaseSaveHandler) -> None:
+        self.inner = inner
+        self._pending: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["inner"], name)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        fixed = getattr(self.inner, "filename", None)  # MONAI's saver may fix the file name
+        check_finite_checkpoint(checkpoint, Path(getattr(self.inner, "dirname", ".")) / (fixed or filename))
+        self.inner(checkpoint, filename, metadata)
+        pending, self._pending = self._pending, []
+        for old in pending:
+            if (fixed or old) != (fixed or filename):
+                self.inner.remove(old)
+
+    def remove(self, filename: str) -> None:
+        self._pending.append(filename)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
@@ -35,7 +164,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
     MONAI builds its disk savers with ``atomic=False`` (to keep files readable by others); a run killed while
     writing then leaves a truncated ``model.pt`` or resume checkpoint behind. Ignite's atomic mode writes to a
     temporary file in the same folder, then ``os.replace``-s it into place and adds group/other read permission,
-    so nothing is lost by turning it back on. Arguments are those of :class:`~monai.handlers.CheckpointSaver`.
+    so nothing is lost by turning it back on. A checkpoint holding a NaN or an infinity is not written
+    (:class:`FiniteSaveHandler`). Arguments are those of :class:`~monai.handlers.CheckpointSaver`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -43,6 +173,13 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for ckpt in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if ckpt is not None:
                 ckpt.save_handler._atomic = True  # type: ignore[union-attr]
+                ckpt.save_handler = FiniteSaveHandler(ckpt.save_handler)  # type: ignore[assignment]
+
+    def attach(self, engine: Engine) -> None:
+        """Attach to ``engine`` after checking that ``save_dir`` can be written to (before any training step)."""
+        if is_main_process():
+            ensure_writable(self.save_dir, state_bytes(self.save_dict), f"checkpoints ({', '.join(self.save_dict)})")
+        super().attach(engine)
 
     def state_dict(self) -> dict[str, Any]:
         """The best-so-far list of the key-metric checkpoint (MONAI has ``load_state_dict`` but no counterpart).
@@ -108,6 +245,8 @@ class BestModelSaver:
         return _MetricWatcher(self, role)
 
     def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            ensure_writable(self.path.parent, state_bytes(self.models) // max(len(self.models), 1), "the best model")
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _record(self, role: str, engine: Engine) -> None:
@@ -134,9 +273,11 @@ class BestModelSaver:
         net = self.models[role]
         if isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
             net = net.module
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        check_finite_checkpoint(state, self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+        torch.save(state, tmp)
         os.replace(tmp, self.path)
         others = ", ".join(f"{r} {now[r][2]} {now[r][1]:.4f}" for r in now if r != role)
         logging.getLogger(__name__).info(
@@ -229,7 +370,7 @@ class ResumeSaver:
         self.every_n_iterations = int(every_n_iterations)
         self.checkpoint = Checkpoint(
             to_save=save_dict,
-            save_handler=DiskSaver(str(save_dir), atomic=True, require_empty=False),
+            save_handler=FiniteSaveHandler(DiskSaver(str(save_dir), atomic=True, require_empty=False)),
             filename_pattern=self.PATTERN,
             n_saved=n_saved,
             global_step_transform=lambda engine, _: engine.state.iteration,
@@ -246,6 +387,8 @@ class ResumeSaver:
         )
 
     def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            ensure_writable(self.save_dir, state_bytes(self.checkpoint.to_save), "resume checkpoints")
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
         if self.every_n_iterations:
             engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._mid_epoch), self)
@@ -261,7 +404,8 @@ class ResumeSaver:
 
 
 class ResumeLoader(CheckpointLoader):
-    """MONAI's :class:`~monai.handlers.CheckpointLoader` that does nothing when ``load_path`` is empty.
+    """MONAI's :class:`~monai.handlers.CheckpointLoader` that does nothing when ``load_path`` is empty, and keeps a
+    learning rate changed since the checkpoint was written (see :meth:`_apply_learning_rate`).
 
     Bundles give it :func:`latest_checkpoint`'s answer, ``""`` on a fresh run, so one ``run`` list
     (``$@train#resume_loader.attach(@train#trainer)``) starts a run or resumes it, with no ``_disabled_`` flag and no
@@ -275,6 +419,73 @@ class ResumeLoader(CheckpointLoader):
     def attach(self, engine: Engine) -> None:
         if self.resumes:
             super().attach(engine)
+
+    def check(self) -> None:
+        """Check the checkpoint before anything loads: readable, this bundle's objects, this network's shapes.
+
+        Raises:
+            CheckpointError: naming the file and what does not fit.
+        """
+        path = self.load_path
+        ckpt = read_checkpoint(path, "resume checkpoint")
+        if not isinstance(ckpt, Mapping):
+            raise CheckpointError(f"resume checkpoint {path} holds a {type(ckpt).__name__}, not a dict of objects")
+        if len(self.load_dict) == 1:  # Ignite saves a single object's state itself, and MONAI loads it so
+            (only,) = self.load_dict
+            ckpt = ckpt if only in ckpt else {only: ckpt}
+        missing = sorted(k for k in self.load_dict if k not in ckpt)
+        extra = sorted(k for k in ckpt if k not in self.load_dict)
+        if missing or extra:
+            raise CheckpointError(
+                f"resume checkpoint {path} is not one of this training stage's: it holds {sorted(ckpt)}, this stage "
+                f"resumes {sorted(self.load_dict)} (missing {missing}, unexpected {extra}). It was written by another "
+                "bundle or stage: give this run its own --output_dir, or move the resume folder away to start afresh."
+            )
+        for name, obj in self.load_dict.items():
+            if isinstance(obj, torch.nn.Module):
+                check_state_fits(obj, ckpt[name], path, f"resume checkpoint ({name!r} of)")
+
+    def __call__(self, engine: Engine) -> None:
+        self.check()
+        optimizers = [o for o in self.load_dict.values() if isinstance(o, torch.optim.Optimizer)]
+        asked = [[float(g.get("initial_lr", g["lr"])) for g in o.param_groups] for o in optimizers]
+        try:
+            super().__call__(engine)
+        except Exception as e:
+            raise CheckpointError(f"resume checkpoint {self.load_path} cannot be loaded into this run: {e}") from e
+        for optimizer, lrs in zip(optimizers, asked):
+            self._apply_learning_rate(optimizer, lrs)
+
+    def _apply_learning_rate(self, optimizer: torch.optim.Optimizer, asked: list[float]) -> None:
+        """Keep the learning rate the config asks for when it differs from the checkpoint's.
+
+        Loading an optimizer's state restores its learning rate (and its scheduler's ``base_lrs``), so a
+        ``--learning_rate`` override given to resume a run (after a non-finite loss, say) would be ignored. Each
+        parameter group whose configured initial rate differs from the checkpoint's has its current rate, its
+        ``initial_lr`` and its schedulers' base and last rates scaled by the ratio, so the schedule goes on from
+        where it stopped at the new scale; a resume with an unchanged config is left exactly as saved.
+        """
+        saved = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        if len(saved) != len(asked) or all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(asked, saved)):
+            return
+        schedulers = [
+            s
+            for s in self.load_dict.values()
+            if isinstance(s, torch.optim.lr_scheduler.LRScheduler) and s.optimizer is optimizer
+        ]
+        for i, (group, new, old) in enumerate(zip(optimizer.param_groups, asked, saved)):
+            ratio = new / old if old else 1.0
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] = new
+            for s in schedulers:
+                s.base_lrs[i] *= ratio
+                if getattr(s, "_last_lr", None):
+                    s._last_lr[i] *= ratio
+        logging.getLogger(__name__).warning(
+            f"s4mi: resuming {self.load_path} with learning rate {asked} (the checkpoint's was {saved}): the schedule "
+            "goes on from where it stopped, scaled to the new rate"
+        )
 
 
 _STEP = re.compile(r"=(\d+)\.pt$")
@@ -305,7 +516,7 @@ def latest_checkpoint(folder: str | os.PathLike, max_epochs: int | None = None, 
 
     latest = max(files, key=_key)
     if max_epochs is not None:
-        state = torch.load(latest, map_location="cpu", weights_only=True).get("trainer", {})
+        state = read_checkpoint(latest, "resume checkpoint").get("trainer", {})
         # Ignite's Engine.state_dict() holds the iteration and the epoch length, not the epoch
         iteration, length = int(state.get("iteration", 0)), int(state.get("epoch_length") or 0)
         epoch, done = (iteration // length, iteration % length == 0) if length else (0, False)

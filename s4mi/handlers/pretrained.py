@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from s4mi.handlers.checkpoint import check_state_fits, read_checkpoint
+
 __all__ = [
     "export_teacher",
     "load_pretrained_backbone",
@@ -73,8 +75,8 @@ def load_pretrained_backbone(
             f"pretrained weights {path} not found: run the bundle's configs/pretrain.json first (or `s4mi run "
             "<bundle>`, which runs both stages), or set pretrained_ckpt to '' to fine-tune from scratch"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if key is not None and key in state and isinstance(state[key], dict):
+    state = read_checkpoint(path, "pretrained weights")
+    if key is not None and isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
     network = _unwrap(network)
     own = network.state_dict()
@@ -157,7 +159,7 @@ def _atomic_save(obj: object, path: Path) -> Path:
 
 
 def _state_dict_of(path: Path, what: str) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path, what)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -191,10 +193,11 @@ def _teacher_state(path: str | os.PathLike, source: str) -> dict[str, torch.Tens
             f"teacher weights {path} not found: run the bundle's configs/pretrain.json (the teacher stage) first, or "
             "`s4mi run <bundle>`, which runs both stages"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if source not in state:
+    state = read_checkpoint(path, "teacher weights")
+    if not isinstance(state, dict) or source not in state:
         raise KeyError(
-            f"{path} holds no {source!r} teacher (it has {sorted(state)}): set teacher_source to one of them"
+            f"{path} holds no {source!r} teacher (it has {sorted(state) if isinstance(state, dict) else type(state)}): "
+            "set teacher_source to one of them"
         )
     return state[source]
 
@@ -226,7 +229,9 @@ def load_teacher(
     net = _unwrap(getattr(teacher, "ema_model", teacher))
     if not enabled or not _starts_from(path, resume_ckpt, role):
         return net
-    net.load_state_dict(_teacher_state(path, source))
+    state = _teacher_state(path, source)
+    check_state_fits(net, state, path, f"teacher weights ({source!r} of)")
+    net.load_state_dict(state)
     logger.info("loaded the %s as the %s from %s", source.replace("_", " "), role, path)
     return net
 
