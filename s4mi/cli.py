@@ -15,6 +15,7 @@ __all__ = ["main"]
 DEFAULT_METHODS = {
     "cxr": ["supervised_cxr_classification"],
     "skin": ["supervised_skin_classification"],
+    "skin_seg": ["supervised_skin_segmentation"],
     "polyp": ["supervised_polyp_segmentation"],
 }
 
@@ -189,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="make phantom data, adapt public datasets, check datalists")
     dsub = data.add_subparsers(dest="data_command", required=True)
     mk = dsub.add_parser("make", help="write a seeded phantom dataset and its datalist")
-    mk.add_argument("name", choices=["cxr", "skin", "polyp", "ct3d"])
+    from s4mi.data.phantoms import PHANTOMS
+
+    mk.add_argument("name", choices=list(PHANTOMS))
     mk.add_argument("--out", required=True)
     mk.add_argument("--n", type=int, default=1000)
     mk.add_argument("--seed", type=int, default=0)
@@ -227,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bm = sub.add_parser("benchmark", help="methods x label fractions x seeds through the bundles")
     bm.add_argument(
-        "--task", default=None, help="phantom name (cxr, skin, polyp) or a datalist path; none: the quick grid"
+        "--task",
+        default=None,
+        help="phantom name (cxr, skin, skin_seg, polyp, ct3d) or a datalist path; none: the quick grid",
     )
     bm.add_argument("--methods", nargs="+", default=None, help="bundle names")
     bm.add_argument("--fractions", nargs="+", type=float, default=None, help="default 0.1 1.0")
