@@ -10,7 +10,7 @@ from torch import nn
 __all__ = ["PAIR_OUTPUTS", "PairView", "SegmentationPair"]
 
 #: what a :class:`SegmentationPair` can output: either network's logits, or the log of their averaged softmax
-PAIR_OUTPUTS: tuple[str, ...] = ("cnn", "transformer", "mean")
+PAIR_OUTPUTS: tuple[str, ...] = ("cnn", "transformer", "average")
 
 
 def _output_index(output: str) -> int:
@@ -25,7 +25,7 @@ class SegmentationPair(nn.Module):
     Training calls ``pair(x, output="both")`` (``(logits_cnn, logits_transformer)``, each ``B C H W[ D]``), so one
     forward goes through ``DistributedDataParallel`` and both networks' gradients are synchronised. Every other call
     returns one ``B C H W[ D]`` map: the CNN's logits, the Transformer's, or ``log(mean(softmax))`` of the two
-    (``"mean"``, whose softmax is the averaged probabilities), chosen by ``output`` or, by default, by the
+    (``"average"``, whose softmax is the averaged probabilities), chosen by ``output`` or, by default, by the
     ``output_index`` buffer. That buffer is in the state dict, so a ``model.pt`` written by :meth:`view`'s state dict
     says which output validation chose, and inference (``network_def`` a pair) runs that one.
 
@@ -35,7 +35,7 @@ class SegmentationPair(nn.Module):
     Args:
         cnn: the CNN, e.g. :class:`monai.networks.nets.UNet` (``B C_in H W[ D] -> B C H W[ D]``).
         transformer: the Transformer, e.g. :class:`monai.networks.nets.SwinUNETR` with the same in and out channels.
-        output: the default output: ``"cnn"``, ``"transformer"`` or ``"mean"``.
+        output: the default output: ``"cnn"``, ``"transformer"`` or ``"average"``.
     """
 
     output_index: torch.Tensor

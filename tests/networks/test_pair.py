@@ -23,7 +23,7 @@ def test_outputs() -> None:
     assert torch.equal(pair(x), a) and torch.equal(pair(x, output="cnn"), a)
     assert torch.equal(pair(x, output="transformer"), b)
     mean = (torch.softmax(a, 1) + torch.softmax(b, 1)) / 2
-    m = pair(x, output="mean")
+    m = pair(x, output="average")
     assert torch.allclose(torch.softmax(m, 1), mean, atol=1e-6) and torch.allclose(m.exp(), mean, atol=1e-6)
     with pytest.raises(ValueError, match="output must be one of"):
         pair(x, output="vit")
@@ -31,7 +31,7 @@ def test_outputs() -> None:
         SegmentationPair(pair.cnn, pair.transformer, "both")
 
 
-@pytest.mark.parametrize("output", ["cnn", "transformer", "mean"])
+@pytest.mark.parametrize("output", ["cnn", "transformer", "average"])
 def test_view_state_dict_selects_the_output_at_load(output: str) -> None:
     pair = _pair()
     state = pair.view(output).state_dict()
