@@ -20,6 +20,10 @@ DEFAULT_METHODS = {
 }
 
 
+# label fractions of a task's grid when --fractions is not given (S4MI: 10, 30, 50, 70 and 100 % for segmentation)
+DEFAULT_FRACTIONS = {"skin_seg": [0.1, 0.3, 0.5, 0.7, 1.0]}
+
+
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     """``--set key=value`` pairs (value parsed as JSON when it parses) into a dict of bundle overrides."""
     from s4mi.benchmark.runner import parse_overrides
@@ -101,7 +105,7 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
             if getattr(a, key) is None:
                 setattr(a, key, value)
         print(f"s4mi benchmark: quick grid {QUICK['methods']} on the {QUICK['task']} phantom (about 10 min on 2 cores)")
-    a.fractions = a.fractions or [0.1, 1.0]
+    a.fractions = a.fractions or DEFAULT_FRACTIONS.get(a.task, [0.1, 1.0])
     a.seeds = a.seeds or [0, 1, 2]
     a.out = a.out or "benchmarks/results/latest"
     a.jobs = a.jobs or 1
@@ -235,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="phantom name (cxr, skin, skin_seg, polyp, ct3d) or a datalist path; none: the quick grid",
     )
     bm.add_argument("--methods", nargs="+", default=None, help="bundle names")
-    bm.add_argument("--fractions", nargs="+", type=float, default=None, help="default 0.1 1.0")
+    bm.add_argument(
+        "--fractions", nargs="+", type=float, default=None, help="default 0.1 1.0 (skin_seg: 0.1 0.3 0.5 0.7 1.0)"
+    )
     bm.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
     bm.add_argument("--out", default=None, help="default benchmarks/results/latest")
     bm.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="bundle config overrides")
