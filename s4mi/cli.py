@@ -15,8 +15,13 @@ __all__ = ["main"]
 DEFAULT_METHODS = {
     "cxr": ["supervised_cxr_classification"],
     "skin": ["supervised_skin_classification"],
+    "skin_seg": ["supervised_skin_segmentation"],
     "polyp": ["supervised_polyp_segmentation"],
 }
+
+
+# label fractions of a task's grid when --fractions is not given (S4MI: 10, 30, 50, 70 and 100 % for segmentation)
+DEFAULT_FRACTIONS = {"skin_seg": [0.1, 0.3, 0.5, 0.7, 1.0]}
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -106,7 +111,7 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
             if getattr(a, key) is None:
                 setattr(a, key, value)
         print(f"s4mi benchmark: quick grid {QUICK['methods']} on the {QUICK['task']} phantom (about 10 min on 2 cores)")
-    a.fractions = a.fractions or [0.1, 1.0]
+    a.fractions = a.fractions or DEFAULT_FRACTIONS.get(a.task, [0.1, 1.0])
     a.seeds = a.seeds or [0, 1, 2]
     a.out = a.out or "benchmarks/results/latest"
     a.jobs = a.jobs or 1
@@ -195,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="make phantom data, adapt public datasets, check datalists")
     dsub = data.add_subparsers(dest="data_command", required=True)
     mk = dsub.add_parser("make", help="write a seeded phantom dataset and its datalist")
-    mk.add_argument("name", choices=["cxr", "skin", "polyp", "ct3d"])
+    from s4mi.data.phantoms import PHANTOMS
+
+    mk.add_argument("name", choices=list(PHANTOMS))
     mk.add_argument("--out", required=True)
     mk.add_argument("--n", type=int, default=1000)
     mk.add_argument("--seed", type=int, default=0)
@@ -236,10 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bm = sub.add_parser("benchmark", help="methods x label fractions x seeds through the bundles")
     bm.add_argument(
-        "--task", default=None, help="phantom name (cxr, skin, polyp) or a datalist path; none: the quick grid"
+        "--task",
+        default=None,
+        help="phantom name (cxr, skin, skin_seg, polyp, ct3d) or a datalist path; none: the quick grid",
     )
     bm.add_argument("--methods", nargs="+", default=None, help="bundle names")
-    bm.add_argument("--fractions", nargs="+", type=float, default=None, help="default 0.1 1.0")
+    bm.add_argument(
+        "--fractions", nargs="+", type=float, default=None, help="default 0.1 1.0 (skin_seg: 0.1 0.3 0.5 0.7 1.0)"
+    )
     bm.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
     bm.add_argument("--out", default=None, help="default benchmarks/results/latest")
     bm.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="bundle config overrides")

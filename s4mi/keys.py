@@ -53,6 +53,18 @@ class Keys:
     Z_2 = "z_2"
     LOSS_CONTRASTIVE = "loss_contrastive"
     CONTRASTIVE_WEIGHT = "contrastive_weight"
+    # cross teaching between a CNN and a Transformer: each network's logits, the argmax it teaches the other with,
+    # and its own loss terms (``loss_sup``/``loss_unsup`` are the sums over both networks)
+    LOGITS_LB_CNN = "logits_lb_cnn"
+    LOGITS_LB_TRANSFORMER = "logits_lb_transformer"
+    LOGITS_ULB_CNN = "logits_ulb_cnn"
+    LOGITS_ULB_TRANSFORMER = "logits_ulb_transformer"
+    PSEUDO_LABEL_CNN = "pseudo_label_cnn"
+    PSEUDO_LABEL_TRANSFORMER = "pseudo_label_transformer"
+    LOSS_SUP_CNN = "loss_sup_cnn"
+    LOSS_SUP_TRANSFORMER = "loss_sup_transformer"
+    LOSS_UNSUP_CNN = "loss_unsup_cnn"
+    LOSS_UNSUP_TRANSFORMER = "loss_unsup_transformer"
     # self-supervised contrastive (MoCo / JCL)
     X_Q = "x_q"
     X_K = "x_k"

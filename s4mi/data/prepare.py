@@ -145,6 +145,8 @@ def _describe_origin(origin: Mapping[str, Any]) -> str:
 
 def _origin_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     differ = [key for key in ("source", "sha256", "seed") if saved.get(key) != wanted.get(key)]
+    if saved.get("split_strategy", "auto") != wanted.get("split_strategy", "auto"):
+        differ.append("split_strategy")
     fraction = saved.get("label_fraction")
     if not (isinstance(fraction, (int, float)) and _same_fraction(fraction, wanted["label_fraction"])):
         differ.append("label_fraction")
@@ -198,6 +200,7 @@ def prepare_datalist(
     phantom_n: int = 1000,
     phantom_size: int | None = None,
     split_file: str | os.PathLike | None = None,
+    split_strategy: str = "auto",
 ) -> dict[str, Any]:
     """Resolve, validate and split (once) the data a bundle trains on.
 
@@ -225,6 +228,9 @@ def prepare_datalist(
         phantom_n: number of phantom images to make.
         phantom_size: phantom image size (None: the generator's default).
         split_file: where to save the split actually used, and to reuse it from in later stages of the run.
+        split_strategy: how the labelled share is drawn (:func:`~s4mi.data.split.label_fraction_split`): ``"auto"``
+            (by task), ``"first"`` (the first N items in file order: the S4MI segmentation protocol), ``"random"``
+            (seeded), ...; recorded in the split file's origin.
 
     Returns:
         the datalist with absolute paths, validated (without the ``"split_origin"`` record).
@@ -246,6 +252,8 @@ def prepare_datalist(
     if label_fraction is None:
         label_fraction = float(recorded["fraction"]) if recorded is not None else 1.0
     origin = {"source": description, "sha256": digest, "label_fraction": label_fraction, "seed": seed}
+    if split_strategy != "auto":  # recorded only when chosen, so split files written before it still match
+        origin["split_strategy"] = split_strategy
     if split_file and Path(split_file).is_file():
         if recorded is not None and not _same_fraction(recorded["fraction"], label_fraction):
             raise ValueError(_mismatch_message(_source_name(source), recorded, label_fraction))
@@ -264,7 +272,7 @@ def prepare_datalist(
             _describe_split(recorded),
         )
     elif label_fraction < 1.0:
-        data = label_fraction_split(data, label_fraction, seed=seed)
+        data = label_fraction_split(data, label_fraction, seed=seed, strategy=split_strategy)
     if split_file:
         _save_split(data, origin, Path(split_file))
     return data

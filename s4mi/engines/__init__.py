@@ -6,6 +6,12 @@ from s4mi.keys import Keys
 
 from .base import LabelLeakError, SSLTrainer, untrained_parameters
 from .cass import CASSTrainer
+from .cross_teaching import (
+    OPTIMIZER_RECIPES,
+    CrossTeachingTrainer,
+    cross_teaching_lr_scheduler,
+    cross_teaching_optimizer,
+)
 from .dino import DINOTrainer, clip_gradients, dino_param_groups
 from .mean_teacher import MeanTeacherTrainer
 from .moco import MoCoTrainer
@@ -17,6 +23,10 @@ from .srcl import SRCLTrainer
 
 __all__ = [
     "CASSTrainer",
+    "CrossTeachingTrainer",
+    "OPTIMIZER_RECIPES",
+    "cross_teaching_lr_scheduler",
+    "cross_teaching_optimizer",
     "DINOTrainer",
     "clip_gradients",
     "dino_param_groups",

@@ -210,7 +210,9 @@ class BestModelSaver:
         save_dir: the folder to write to (``ckpt_dir``).
         models: role -> network (``DataParallel``/``DistributedDataParallel`` are unwrapped).
         main: the role of the evaluator the saver is attached to.
-        export: ``"best"`` (any role) or one role (e.g. ``"teacher"``: the teacher only, as before).
+        export: ``"best"`` (any role), one role (e.g. ``"teacher"``: the teacher only, as before), or ``"last"``: the
+            main role at every validation, whatever its metric, so the file ends as the network of the last one (the
+            reference code of some papers reports its last iteration).
         filename: the file name.
 
     Raises:
@@ -227,8 +229,8 @@ class BestModelSaver:
     ) -> None:
         if main not in models:
             raise ValueError(f"BestModelSaver: main role {main!r} is not one of the models {sorted(models)}")
-        if export != "best" and export not in models:
-            raise ValueError(f"export_model must be 'best' or one of {sorted(models)}, got {export!r}")
+        if export not in ("best", "last") and export not in models:
+            raise ValueError(f"export_model must be 'best', 'last' or one of {sorted(models)}, got {export!r}")
         self.path = Path(save_dir) / filename
         self.models = dict(models)
         self.main = main
@@ -260,12 +262,12 @@ class BestModelSaver:
         epoch = int(engine.state.epoch)
         roles = [self.main] + [r for r in self.models if r != self.main]
         now = {r: self._latest[r] for r in roles if r in self._latest and self._latest[r][0] == epoch}
-        allowed = [r for r in now if self.export in ("best", r)]
+        allowed = [self.main] if self.export == "last" else [r for r in now if self.export in ("best", r)]
         if not allowed:
             return
         role = max(allowed, key=lambda r: now[r][1])  # max keeps the first of equals: the main role
         value = now[role][1]
-        if not value > self.best_metric:
+        if not (value > self.best_metric or self.export == "last"):
             return
         self.best_metric, self.best_role, self.best_epoch = value, role, epoch
         if not is_main_process():

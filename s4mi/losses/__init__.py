@@ -12,6 +12,7 @@ from .consistency import (
     softmax_mse_loss,
 )
 from .contrastive import InfoNCEQueueLoss, JCLLoss, info_nce_queue_loss, jcl_enqueue_keys, jcl_loss
+from .cross_teaching import CrossTeachingLoss, cross_pseudo_label
 from .dino import DINOLoss
 from .masked import MaskedBCEWithLogitsLoss
 from .targets import confidence, hard_labels, probabilities, pseudo_label_targets
@@ -19,6 +20,7 @@ from .targets import confidence, hard_labels, probabilities, pseudo_label_target
 __all__ = [
     "CASSLoss",
     "ConsistencyMSELoss",
+    "CrossTeachingLoss",
     "DINOLoss",
     "InfoNCEQueueLoss",
     "JCLLoss",
@@ -27,6 +29,7 @@ __all__ = [
     "SoftDiceConsistencyLoss",
     "cass_loss",
     "confidence",
+    "cross_pseudo_label",
     "hard_labels",
     "info_nce_queue_loss",
     "jcl_enqueue_keys",

@@ -115,3 +115,25 @@ def test_vit_pretraining_under_torchrun(name: str, tmp_path: Path) -> None:
     (ckpt,) = sorted((out / "resume_pretrain").glob("*.pt"))
     # 28 training images, 2 ranks x batch 4 -> 3 iterations per epoch
     assert torch.load(ckpt, weights_only=True)["trainer"]["iteration"] == 6
+
+
+@pytest.mark.slow
+def test_cross_teaching_training_under_torchrun(tmp_path: Path) -> None:
+    """Cross teaching on 2 ranks: the CNN + SwinUNETR pair in one DistributedDataParallel (one forward gives both
+    networks' logits, so both are synchronised); rank 0 alone logs; model.pt is the pair with its selected output, and
+    the resume checkpoint holds both networks and the optimizer's two groups."""
+    out = tmp_path / "out"
+    args = [*_train_args(out, epochs=1), "--phantom_n", "40", "--batch_size", "2", "--unlabeled_batch_size", "2"]
+    _torchrun(_bundle_cmd("cross_teaching_skin_segmentation", ["train.json", "multi_gpu_train.json"], *args), tmp_path)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1], "rank 0 alone logs, once per epoch"
+    for name in ("transformer_metrics.jsonl", "average_metrics.jsonl"):
+        assert len((out / name).read_text().splitlines()) == 1, name
+    model = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert "output_index" in model and {k.split(".")[0] for k in model} == {"cnn", "transformer", "output_index"}
+    (ckpt,) = sorted((out / "resume").glob("*.pt"))
+    state = torch.load(ckpt, weights_only=True)
+    assert {k.split(".")[0] for k in state["model"]} == {"cnn", "transformer", "output_index"}, "DDP unwrapped"
+    assert len(state["optimizer"]["param_groups"]) == 2
+    n_unlabeled = json.loads((out / "split.json").read_text())["split"]["n_unlabeled"]
+    assert state["trainer"]["iteration"] == -(-n_unlabeled // 2) // 2, "one pass over each rank's unlabelled half"

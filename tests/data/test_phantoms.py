@@ -63,7 +63,7 @@ def skin300(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_public_constants() -> None:
-    assert PHANTOMS == ("cxr", "skin", "polyp", "ct3d")
+    assert PHANTOMS == ("cxr", "skin", "skin_seg", "polyp", "ct3d")
     findings = ("nodule", "mass", "effusion", "cardiomegaly", "pneumothorax", "consolidation")
     assert findings == CXR_CLASSES
     assert SKIN_CLASSES == ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
@@ -298,6 +298,18 @@ def test_cxr_prevalence(cxr300: Path) -> None:
     prevalence = labels.mean(0)
     assert np.all(prevalence > 0.015) and np.all(prevalence < 0.3), prevalence
     assert (labels.sum(1) >= 2).any()  # co-occurrence
+
+
+def test_skin_seg_is_the_skin_phantom_as_segmentation(tmp_path: Path) -> None:
+    """skin_seg writes the skin phantom's files byte for byte, with the same split, and labels its items by mask."""
+    skin = make_phantom("skin", tmp_path / "skin", n=12, seed=0, image_size=32)
+    seg = make_phantom("skin_seg", tmp_path / "seg", n=12, seed=0, image_size=32)
+    a, b = _files(skin.parent), _files(seg.parent)
+    assert {k: v for k, v in a.items() if k != "datalist.json"} == {k: v for k, v in b.items() if k != "datalist.json"}
+    da, db = _load(skin), _load(seg)
+    assert db["task"] == "segmentation" and db["classes"] == ["background", "lesion"]
+    for section in ("training", "validation", "test"):
+        assert [{"image": i["image"], "label": i["mask"]} for i in da[section]] == db[section]
 
 
 def test_skin_imbalance(skin300: Path) -> None:

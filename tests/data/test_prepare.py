@@ -218,3 +218,19 @@ def test_a_phantom_run_records_the_phantom(tmp_path: Path) -> None:
     assert prepare_datalist(phantom_dir, "", "polyp", 0.5, 0, 10, phantom_size=32, split_file=split_file) == data
     with pytest.raises(ValueError, match="they differ in source, sha256"):
         prepare_datalist(phantom_dir / "n12", "", "polyp", 0.5, 0, 12, phantom_size=32, split_file=split_file)
+
+
+def test_split_strategy_first_takes_the_first_items_and_is_recorded(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    """The S4MI protocol labels the first N training items; the strategy goes in the split file's origin."""
+    root, source = dataset
+    split_file = tmp_path / "run" / "split.json"
+    data = prepare_datalist(root, source, label_fraction=0.3, seed=5, split_file=split_file, split_strategy="first")
+    raw = json.loads(source.read_text())
+    assert _images(data["training"]) == [str(root / i["image"]) for i in raw["training"][:6]]
+    assert json.loads(split_file.read_text())[SPLIT_ORIGIN]["split_strategy"] == "first"
+    again = prepare_datalist(root, source, label_fraction=0.3, seed=5, split_file=split_file, split_strategy="first")
+    assert _images(again["training"]) == _images(data["training"])
+    with pytest.raises(ValueError, match="they differ in split_strategy"):
+        prepare_datalist(root, source, label_fraction=0.3, seed=5, split_file=split_file)
+    randomly = prepare_datalist(root, source, label_fraction=0.3, seed=5, split_strategy="random")
+    assert _images(randomly["training"]) != _images(data["training"])

@@ -226,5 +226,9 @@ def test_best_model_saver_exports_the_better_of_teacher_and_student(
     restored = type(saver)(tmp_path, {"teacher": torch.nn.Linear(2, 1)}, export="teacher")
     restored.load_state_dict(saver.state_dict())
     assert restored.state_dict() == saver.state_dict()
-    with pytest.raises(ValueError, match="export_model must be 'best' or one of"):
+    # export_model=last: the main role at every validation, even when it got worse
+    saver, state = _train_with_best_saver(tmp_path / "last", "last", [0.61, 0.62], [0.34, 0.30])
+    assert torch.equal(state["weight"], torch.full((1, 2), 2.0))
+    assert (saver.best_role, saver.best_epoch, saver.best_metric) == ("teacher", 2, 0.30)
+    with pytest.raises(ValueError, match="export_model must be 'best', 'last' or one of"):
         type(saver)(tmp_path, {"teacher": torch.nn.Linear(2, 1)}, export="studnet")

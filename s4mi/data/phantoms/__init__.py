@@ -3,10 +3,12 @@
 No labelled medical dataset can be downloaded in the environments s4mi targets, so every bundle trains on phantoms
 written to disk in the formats real data comes in (PNG, DICOM, NIfTI) together with a MONAI-style ``datalist.json``.
 
-Four phantoms are available:
+Five phantoms are available:
 
 * ``"cxr"``: chest radiographs (8-bit grayscale PNG or DICOM), six multi-label findings and a lung mask.
 * ``"skin"``: dermoscopy photographs (RGB PNG), the seven ISIC 2018 task 3 classes and a lesion mask.
+* ``"skin_seg"``: the same photographs and split as ``"skin"``, as a lesion segmentation datalist (ISIC 2017 task 1:
+  each item's ``label`` is its lesion mask).
 * ``"polyp"``: colonoscopy frames (RGB PNG) with a binary polyp mask.
 * ``"ct3d"``: abdominal CT volumes in Hounsfield units (NIfTI) with a multi-class organ label map.
 
@@ -54,8 +56,8 @@ __all__ = [
     "nifti_affine",
 ]
 
-PHANTOMS: tuple[str, ...] = ("cxr", "skin", "polyp", "ct3d")
-DEFAULT_SIZES: dict[str, int] = {"cxr": 128, "skin": 128, "polyp": 128, "ct3d": 64}
+PHANTOMS: tuple[str, ...] = ("cxr", "skin", "skin_seg", "polyp", "ct3d")
+DEFAULT_SIZES: dict[str, int] = {"cxr": 128, "skin": 128, "skin_seg": 128, "polyp": 128, "ct3d": 64}
 
 
 def _allocate(m: int, fractions: Sequence[float], at_least_one: bool) -> list[int]:
@@ -107,6 +109,12 @@ _META: dict[str, dict[str, Any]] = {
         "modality": "XC",
         "classes": list(SKIN_CLASSES),
     },
+    "skin_seg": {
+        "description": "Synthetic dermoscopy images with binary lesion segmentation masks (the skin phantom's images).",
+        "task": "segmentation",
+        "modality": "XC",
+        "classes": ["background", "lesion"],
+    },
     "polyp": {
         "description": "Synthetic colonoscopy frames with binary polyp segmentation masks.",
         "task": "segmentation",
@@ -120,6 +128,12 @@ _META: dict[str, dict[str, Any]] = {
         "classes": list(CT3D_CLASSES),
     },
 }
+
+
+def _as_segmentation(written: tuple[dict[str, Any], int]) -> tuple[dict[str, Any], int]:
+    """A skin item as a segmentation item: its mask becomes its label (the class stays the split's stratum)."""
+    item, cls = written
+    return {"image": item["image"], "label": item["mask"]}, cls
 
 
 def make_phantom(
@@ -139,6 +153,8 @@ def make_phantom(
       items ``{"image", "label": multi-hot list, "mask"}``.
     * skin: ``images/skin_00000.png`` (RGB), ``masks/skin_00000.png`` (lesion, 0/1);
       items ``{"image", "label": one-hot list, "mask"}``.
+    * skin_seg: the skin phantom's files and split (byte-identical: same generator seeds); items
+      ``{"image", "label": mask}``.
     * polyp: ``images/polyp_00000.png`` (RGB), ``masks/polyp_00000.png`` (0/1); items ``{"image", "label": mask}``.
     * ct3d: ``images/ct3d_00000.nii.gz`` (int16 HU), ``labels/ct3d_00000.nii.gz`` (uint8 0..4);
       items ``{"image", "label"}``.
@@ -152,7 +168,7 @@ def make_phantom(
         seed: non-negative dataset seed; image ``i`` is drawn from ``np.random.default_rng([seed, i, code(name)])``.
         image_size: edge length in pixels/voxels; defaults to 128 (2D) or 64 (ct3d).
         dicom: write the cxr images as DICOM (DX, MONOCHROME2, 8-bit) instead of PNG; only valid for ``"cxr"``.
-        splits: fractions of (training, validation, test); the multiclass skin split is stratified by class.
+        splits: fractions of (training, validation, test); the skin (and skin_seg) split is stratified by class.
 
     Returns:
         Path of ``out_dir/datalist.json``.
@@ -179,11 +195,13 @@ def make_phantom(
     root = Path(out_dir)
     for sub in ("images", "labels" if name == "ct3d" else "masks"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    code = _name_code(name)
-    schedule = _skin_schedule(n, seed) if name == "skin" else None
+    skin = name in ("skin", "skin_seg")
+    code = _name_code("skin" if skin else name)
+    schedule = _skin_schedule(n, seed) if skin else None
     writer: Callable[[int, np.random.Generator], tuple[dict[str, Any], int]] = {
         "cxr": lambda i, rng: _write_cxr(root, i, rng, size, seed, dicom),
         "skin": lambda i, rng: _write_skin(root, i, rng, size, schedule[i] if schedule else None),
+        "skin_seg": lambda i, rng: _as_segmentation(_write_skin(root, i, rng, size, schedule[i] if schedule else None)),
         "polyp": lambda i, rng: _write_polyp(root, i, rng, size),
         "ct3d": lambda i, rng: _write_ct3d(root, i, rng, size),
     }[name]
@@ -194,7 +212,7 @@ def make_phantom(
         items.append(item)
         strata.append(stratum)
 
-    parts = _split(n, strata if name == "skin" else None, fr, np.random.default_rng([seed, code, 2]))
+    parts = _split(n, strata if skin else None, fr, np.random.default_rng([seed, code, 2]))
     datalist: dict[str, Any] = {"name": f"s4mi-phantom-{name}", **_META[name], "seed": seed}
     for key, part in zip(("training", "validation", "test"), parts):
         datalist[key] = [items[i] for i in part]
