@@ -19,7 +19,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 #: what CI injects into each notebook's parameters cell: the smallest sizes that still run every cell
 CI_PARAMETERS: dict[str, dict[str, Any]] = {
     "01_phantoms_and_datalists": {"N": 60},
-    "04_your_own_data": {"n_images": 30, "max_epochs": 1},
+    "04_your_own_data": {"n_images": 30, "max_epochs": 1, "samples_per_epoch": 8},
     "05_benchmark": {"phantom_n": 60, "max_epochs": 1, "seeds": [0, 1]},
 }
 
