@@ -29,42 +29,55 @@ class MetricsLogger:
         folder: output folder (made if missing).
         name: file name.
         output_keys: keys of the engine's iteration output (a trainer's ``loss``, ...) whose epoch means go in each
-            row too (for a trainer, which has no metric of its own but the probes').
+            row too (for a trainer, which has no metric of its own but the probes'). Their running sums live in the
+            engine's state and are saved with it (Ignite's ``state_dict_user_keys``), so an epoch resumed after a kill
+            in its middle logs the mean over all of its iterations, as an uninterrupted run does.
     """
 
     def __init__(self, folder: str | os.PathLike, name: str = "metrics.jsonl", output_keys: Sequence[str] = ()) -> None:
         self.path = Path(folder) / name
         self.output_keys = list(output_keys)
-        self._sums: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
+        self.state_key = "s4mi_epoch_sums_" + "".join(c if c.isalnum() else "_" for c in name)
         self._start = time.perf_counter()
 
     def attach(self, engine: Workflow) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
         if self.output_keys:
+            if self.state_key not in engine.state_dict_user_keys:
+                engine.state_dict_user_keys.append(self.state_key)
+            setattr(engine.state, self.state_key, {"sums": {}, "counts": {}})
             engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
             engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
 
+    def _sums(self, engine: Engine) -> dict[str, dict[str, float]]:
+        return getattr(engine.state, self.state_key)
+
     def _reset(self, engine: Engine) -> None:
-        self._sums, self._counts = {}, {}
+        length = engine.state.epoch_length
+        if length and engine.state.iteration % length:
+            return  # an epoch resumed in its middle: the sums of its first part came back with the checkpoint
+        setattr(engine.state, self.state_key, {"sums": {}, "counts": {}})
 
     def _accumulate(self, engine: Engine) -> None:
         output = engine.state.output
         if not isinstance(output, dict):
             return
+        sums, counts = self._sums(engine)["sums"], self._sums(engine)["counts"]
         for k in self.output_keys:
             v = output.get(k)
             if v is None:
                 continue
-            self._sums[k] = self._sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
-            self._counts[k] = self._counts.get(k, 0) + 1
+            sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
+            counts[k] = counts.get(k, 0) + 1
 
     def __call__(self, engine: Engine) -> None:
         row: dict[str, float | int | str] = {
             "epoch": int(engine.state.epoch),
             "wall_s": round(time.perf_counter() - self._start, 3),
         }
-        row.update({k: self._sums[k] / self._counts[k] for k in self.output_keys if self._counts.get(k)})
+        if self.output_keys:
+            sums, counts = self._sums(engine)["sums"], self._sums(engine)["counts"]
+            row.update({k: sums[k] / counts[k] for k in self.output_keys if counts.get(k)})
         for k, v in engine.state.metrics.items():
             try:
                 row[k] = float(v)
