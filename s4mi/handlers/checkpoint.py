@@ -493,7 +493,9 @@ class ResumeLoader(CheckpointLoader):
 _STEP = re.compile(r"=(\d+)\.pt$")
 
 
-def latest_checkpoint(folder: str | os.PathLike, max_epochs: int | None = None, pattern: str = "*.pt") -> str:
+def latest_checkpoint(
+    folder: str | os.PathLike, max_epochs: int | None = None, pattern: str = "*.pt", restart_finished: object = True
+) -> str:
     """Return the newest resume checkpoint in ``folder`` (highest ``..._<event>=N.pt`` step), or ``""`` if none.
 
     Bundles use the empty string to disable their ``CheckpointLoader`` on a fresh run, so the same command
@@ -504,6 +506,11 @@ def latest_checkpoint(folder: str | os.PathLike, max_epochs: int | None = None, 
     ``/train``, say) must not do. Its files are renamed to ``*.pt.finished-<time>`` (kept, but no longer picked up) and ``""``
     is returned, so a new run starts. A run stopped before ``max_epochs``, or finished with fewer epochs than asked
     now, is resumed as before.
+
+    ``restart_finished`` false (the bundles pass their ``overwrite_model``, true under MONAI Label) keeps a finished
+    run's checkpoint instead: resuming it ends at once and writes nothing, so the same command repeated after a run
+    was killed between its last checkpoint and its exit (or after it ended) does nothing, rather than starting a new
+    run that would replace the finished run's model.
     """
     path = Path(folder)
     if not path.is_dir():
@@ -523,6 +530,14 @@ def latest_checkpoint(folder: str | os.PathLike, max_epochs: int | None = None, 
         iteration, length = int(state.get("iteration", 0)), int(state.get("epoch_length") or 0)
         epoch, done = (iteration // length, iteration % length == 0) if length else (0, False)
         if epoch >= int(max_epochs) and done:
+            from s4mi.bundle import as_bool
+
+            if not as_bool(restart_finished):
+                logging.getLogger(__name__).warning(
+                    f"{latest} is a finished run ({epoch} of {max_epochs} epochs): nothing left to train (more "
+                    "--max_epochs go on from it; --overwrite_model true trains a new run over it)"
+                )
+                return str(latest)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             for f in files:
                 os.replace(f, f.with_name(f"{f.name}.finished-{stamp}"))

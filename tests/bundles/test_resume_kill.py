@@ -67,3 +67,25 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path, name: 
     a = torch.load(full / "models" / "model.pt", weights_only=True)
     b = torch.load(killed / "models" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _kill_resume_script():
+    """benchmarks/kill_resume.py, the repeated-kill benchmark, imported by path (benchmarks/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "kill_resume.py"
+    spec = importlib.util.spec_from_file_location("kill_resume", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_three_kills_at_random_moments_end_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    """The CI-sized run of benchmarks/kill_resume.py: Mean Teacher SIGKILLed 3 times, each time restarted."""
+    kr = _kill_resume_script()
+    name = "mean_teacher_polyp_segmentation"
+    result = kr.kill_resume(name, kr.BUNDLES[name], tmp_path, kills=3, seed=0)
+    assert len(result.kills) == 3, result
+    assert result.weights.startswith("equal"), result
+    assert result.metrics.startswith("equal"), result

@@ -124,6 +124,15 @@ def test_latest_checkpoint_skips_a_finished_run(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path, max_epochs=2) == ""
 
 
+def test_latest_checkpoint_keeps_a_finished_run_unless_a_new_run_is_asked_for(tmp_path: Path) -> None:
+    """The CLI (overwrite_model false): the same command after a finished run resumes it, which ends at once."""
+    _trainer_ckpt(tmp_path / "checkpoint_iteration=10.pt", iteration=10)
+    for flag in (False, "false", "False"):
+        assert latest_checkpoint(tmp_path, max_epochs=2, restart_finished=flag).endswith("iteration=10.pt")
+    assert [f.name for f in tmp_path.iterdir()] == ["checkpoint_iteration=10.pt"], "nothing renamed"
+    assert latest_checkpoint(tmp_path, max_epochs=2, restart_finished="True") == ""
+
+
 def test_latest_checkpoint_reads_a_real_engine_state(tmp_path: Path) -> None:
     """Ignite's Engine.state_dict() holds iteration and epoch_length, not the epoch."""
     from ignite.engine import Engine
