@@ -19,6 +19,8 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 #: what CI injects into each notebook's parameters cell: the smallest sizes that still run every cell
 CI_PARAMETERS: dict[str, dict[str, Any]] = {
     "01_phantoms_and_datalists": {"N": 60},
+    "02_semi_supervised_segmentation": {"phantom_n": 60, "max_epochs": 1, "cross_teaching_epochs": 1},
+    "03_self_supervised_pretraining": {"phantom_n": 80, "pretrain_epochs": 1, "probe_every": 1, "finetune_epochs": 1},
     "04_your_own_data": {"n_images": 30, "max_epochs": 1, "samples_per_epoch": 8},
     "05_benchmark": {"phantom_n": 60, "max_epochs": 1, "seeds": [0, 1]},
 }
