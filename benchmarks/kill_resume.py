@@ -2,19 +2,19 @@
 ends with the same weights and metrics as an uninterrupted run (CPU).
 
 For each bundle the script runs ``s4mi run <bundle> ...`` once without interruption, then again in another folder,
-sending SIGKILL to the whole process group (``s4mi run`` and its ``python -m monai.bundle run`` child) after a
-random delay and restarting the same command, ``--kills`` times; a last restart runs to the end. The kill delays
-are drawn from a seeded RNG, uniformly between a few seconds (process start, caching) and the uninterrupted run's
-wall time scaled by the share of iterations still to do, so they fall during data caching, training steps, checkpoint writes, validation, the stage change of a
-two-stage bundle and, in online pseudo-labelling, pseudo-label rendering. A restart that finishes before its kill
-time simply ends the loop. Then every ``*.pt`` under ``models/`` and every ``*metrics.jsonl`` (``wall_s`` dropped)
-are compared with the uninterrupted run's, tensor by tensor.
+sending SIGKILL to the whole process group (``s4mi run`` and its ``python -m monai.bundle run`` child) and restarting
+the same command, ``--kills`` times; a last restart runs to the end. Each kill comes after a random iteration of
+the run (drawn without replacement from a seeded RNG over both stages of a two-stage bundle, one of them during
+start-up), once the newest checkpoint on disk has passed it, plus a random delay of up to ``--jitter`` seconds, so
+the kills land during training steps, checkpoint writes, validation, the stage change of a two-stage bundle and, in
+online pseudo-labelling, pseudo-label rendering. Then every ``*.pt`` under ``models/`` and every
+``*metrics.jsonl`` (``wall_s`` dropped) are compared with the uninterrupted run's, tensor by tensor.
 
     .venv/bin/python benchmarks/kill_resume.py --kills 10 --out /tmp/kill_resume
     .venv/bin/python benchmarks/kill_resume.py --bundles mean_teacher_polyp_segmentation --kills 3 --out /tmp/kr
 
 It prints one table row per bundle: kills sent, where each kill landed (stage, epoch.iteration of the newest
-checkpoint on disk at the time), whether weights and metrics match. Exit status 1 when any bundle differs.
+checkpoint on disk just after it), whether weights and metrics match. Exit status 1 when any bundle differs.
 """
 
 from __future__ import annotations
@@ -78,21 +78,42 @@ def command(bundle: str, out: Path, extra: list[str]) -> list[str]:
     ]
 
 
-def _run(cmd: list[str], log: Path, kill_after: float | None) -> tuple[bool, float]:
-    """Run ``cmd`` in its own process group; SIGKILL the group after ``kill_after`` s. Return (finished, seconds)."""
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    start = time.monotonic()
-    with open(log, "a") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return False, time.monotonic() - start
+    with open(log, "a") as f:  # the child keeps its own handle
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _check(proc: subprocess.Popen, cmd: list[str], log: Path) -> None:
     if proc.returncode != 0:
         raise SystemExit(f"kill_resume: {' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
-    return True, time.monotonic() - start
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` to its end; return its wall time."""
+    start = time.monotonic()
+    proc = _start(cmd, log)
+    proc.wait()
+    _check(proc, cmd, log)
+    return time.monotonic() - start
+
+
+def _run_until(cmd: list[str], log: Path, out: Path, target: int, jitter: float) -> bool:
+    """Run ``cmd`` until ``target`` iterations are checkpointed in ``out`` (``target`` 0: until ``jitter`` seconds
+    have passed), then a random part of ``jitter`` seconds more, then SIGKILL its process group. True if it ended
+    by itself first."""
+    proc = _start(cmd, log)
+    deadline = time.monotonic() + jitter if target == 0 else None
+    while proc.poll() is None:
+        if deadline is None and where(out)[1] >= target:
+            deadline = time.monotonic() + random.uniform(0.0, jitter)
+        if deadline is not None and time.monotonic() >= deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return False
+        time.sleep(0.05)
+    _check(proc, cmd, log)
+    return True
 
 
 def where(out: Path) -> tuple[str, int]:
@@ -159,7 +180,7 @@ def _flatten(obj: object, prefix: str = "") -> dict[str, torch.Tensor]:
     return {prefix: torch.tensor(float(obj))} if isinstance(obj, (int, float)) else {}
 
 
-def kill_resume(bundle: str, extra: list[str], out: Path, kills: int, seed: int, min_s: float = 3.0) -> Outcome:
+def kill_resume(bundle: str, extra: list[str], out: Path, kills: int, seed: int, jitter: float = 2.0) -> Outcome:
     """Run ``bundle`` once uninterrupted and once with ``kills`` SIGKILLs; compare what the two runs wrote."""
     result = Outcome(bundle)
     full, killed = out / bundle / "full", out / bundle / "killed"
@@ -167,23 +188,23 @@ def kill_resume(bundle: str, extra: list[str], out: Path, kills: int, seed: int,
         if d.exists():
             raise SystemExit(f"kill_resume: {d} exists; give an empty --out")
         d.mkdir(parents=True)
-    _, result.full_s = _run(command(bundle, full, extra), full / "log.txt", None)
+    result.full_s = _run(command(bundle, full, extra), full / "log.txt")
     _, total = where(full)
     rng = random.Random(seed)
+    random.seed(seed)  # the jitter drawn in _run_until
+    # the iterations after which each kill comes, one of them (0) during start-up, before any checkpoint
+    targets = sorted(rng.sample(range(total), min(kills, total)))
     cmd = command(bundle, killed, extra)
     start = time.monotonic()
     finished = False
-    while len(result.kills) < kills and not finished:
-        # at most the uninterrupted run's time for the share of iterations left, so that the kill lands before the
-        # restarted run ends (it also pays its start-up again)
-        left = 1.0 - where(killed)[1] / max(total, 1)
-        delay = rng.uniform(min_s, max(min_s + 1.0, result.full_s * left))
-        finished, _ = _run(cmd, killed / "log.txt", delay)
+    for target in targets:
+        finished = _run_until(cmd, killed / "log.txt", killed, target, jitter)
         result.restarts += 1
-        if not finished:
-            result.kills.append(f"{delay:.0f}s: {where(killed)[0]}")
+        if finished:
+            break
+        result.kills.append(f"{where(killed)[0]}")
     if not finished:
-        _run(cmd, killed / "log.txt", None)
+        _run(cmd, killed / "log.txt")
         result.restarts += 1
     result.killed_s = time.monotonic() - start
     result.weights, result.metrics = compare(full, killed)
@@ -194,17 +215,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundles", nargs="+", default=list(BUNDLES), choices=list(BUNDLES))
     p.add_argument("--kills", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
+    p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    p.add_argument("--jitter", type=float, default=2.0, help="seconds of random delay after the chosen iteration")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     rows = []
     for name in a.bundles:
-        r = kill_resume(name, BUNDLES[name], a.out, a.kills, a.seed)
+        r = kill_resume(name, BUNDLES[name], a.out, a.kills, a.seed, a.jitter)
         rows.append(r)
         print(f"{name}: {len(r.kills)} kills, weights {r.weights}, metrics {r.metrics}", flush=True)
     print()
     print(
-        "| bundle | kills | restarts | where the kills landed (newest checkpoint on disk) | weights | metrics "
+        "| bundle | kills | restarts | where the kills landed (stage epoch.iteration) | weights | metrics "
         "| uninterrupted (s) | with kills (s) |"
     )
     print("|---|---|---|---|---|---|---|---|")
