@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def _kill_resume_script():
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "kill_resume.py"
     spec = importlib.util.spec_from_file_location("kill_resume", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
