@@ -538,16 +538,21 @@ def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None
 
 
 def _figure(summary: list[dict[str, Any]], metrics: list[str]) -> Any:
-    """Metric vs label fraction (log axis), one line with seed-std error bars per method, for up to 4 metrics."""
+    """Metric vs label fraction (log axis), one line with seed-std error bars per method: a panel per metric (up to
+    8), four to a row, so that no metric of the table (macro F1 among them) is left out of the plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    shown = metrics[:4]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], shown):
+    shown = metrics[:8]
+    ncols = min(4, len(shown))
+    nrows = -(-len(shown) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(shown) :]:
+        fig.delaxes(ax)
+    for ax, metric in zip(axes.ravel(), shown):
         for method in sorted({s["method"] for s in summary}):
             pts = sorted((s["fraction"], s[metric], s[metric + "_std"]) for s in summary if s["method"] == method)
             xs, ys, es = zip(*pts)

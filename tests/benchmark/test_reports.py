@@ -59,6 +59,20 @@ def test_plot_labels_the_fractions_run_plainly() -> None:
     plt.close(fig)
 
 
+def test_plot_shows_every_metric_four_to_a_row() -> None:
+    """Seven classification metrics: two rows, F1 (the S4MI paper's metric, seventh) among the panels."""
+    import matplotlib.pyplot as plt
+
+    from s4mi.benchmark.runner import _figure
+
+    names = ["mean_auc", "sensitivity", "specificity", "accuracy", "balanced_accuracy", "ovr_accuracy", "f1_score"]
+    rows = [{**r, **{f"test_{n}": r["test_val_mean_auc"] for n in names}} for r in _rows()]
+    fig = _figure(summarise(rows), [f"test_{n}" for n in names])
+    assert [ax.get_title() for ax in fig.axes] == names
+    assert len({round(ax.get_position().y0, 3) for ax in fig.axes}) == 2, "two rows of panels"
+    plt.close(fig)
+
+
 def test_plot_legend_wraps_long_variants_and_sits_below_the_panels() -> None:
     import matplotlib.pyplot as plt
 
