@@ -507,10 +507,11 @@ def latest_checkpoint(
     is returned, so a new run starts. A run stopped before ``max_epochs``, or finished with fewer epochs than asked
     now, is resumed as before.
 
-    ``restart_finished`` false (the bundles pass their ``overwrite_model``, true under MONAI Label) keeps a finished
-    run's checkpoint instead: resuming it ends at once and writes nothing, so the same command repeated after a run
-    was killed between its last checkpoint and its exit (or after it ended) does nothing, rather than starting a new
-    run that would replace the finished run's model.
+    ``restart_finished`` false (the bundles pass their ``overwrite_model``) keeps a finished run's checkpoint instead,
+    except under MONAI Label (its server or its multi-GPU training command), whose every ``/train`` is a new run.
+    Resuming it ends at once and writes nothing, so the same command repeated after a run was killed between its last
+    checkpoint and its exit (or after it ended) does nothing, rather than starting a new run that would replace the
+    finished run's model.
     """
     path = Path(folder)
     if not path.is_dir():
@@ -531,8 +532,10 @@ def latest_checkpoint(
         epoch, done = (iteration // length, iteration % length == 0) if length else (0, False)
         if epoch >= int(max_epochs) and done:
             from s4mi.bundle import as_bool
+            from s4mi.bundle.outputs import _inside_monai_label
 
-            if not as_bool(restart_finished):
+            # MONAI Label's /train (its own apps too, which pass no overwrite_model) always asks for a new run
+            if not as_bool(restart_finished) and not _inside_monai_label():
                 logging.getLogger(__name__).warning(
                     f"{latest} is a finished run ({epoch} of {max_epochs} epochs): nothing left to train (more "
                     "--max_epochs go on from it; --overwrite_model true trains a new run over it)"
