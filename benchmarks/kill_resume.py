@@ -4,8 +4,8 @@ ends with the same weights and metrics as an uninterrupted run (CPU).
 For each bundle the script runs ``s4mi run <bundle> ...`` once without interruption, then again in another folder,
 sending SIGKILL to the whole process group (``s4mi run`` and its ``python -m monai.bundle run`` child) and restarting
 the same command, ``--kills`` times; a last restart runs to the end. Each kill comes after a random iteration of
-the run (drawn without replacement from a seeded RNG over both stages of a two-stage bundle, one of them during
-start-up), once the newest checkpoint on disk has passed it, plus a random delay of up to ``--jitter`` seconds, so
+the run (drawn without replacement from a seeded RNG over both stages of a two-stage bundle; iteration 0
+means during start-up), once the newest checkpoint on disk has passed it, plus a random delay of up to ``--jitter`` seconds, so
 the kills land during training steps, checkpoint writes, validation, the stage change of a two-stage bundle and, in
 online pseudo-labelling, pseudo-label rendering. Then every ``*.pt`` under ``models/`` and every
 ``*metrics.jsonl`` (``wall_s`` dropped) are compared with the uninterrupted run's, tensor by tensor.
@@ -98,7 +98,7 @@ def _run(cmd: list[str], log: Path) -> float:
     return time.monotonic() - start
 
 
-def _run_until(cmd: list[str], log: Path, out: Path, target: int, jitter: float) -> bool:
+def _run_until(cmd: list[str], log: Path, out: Path, target: int, jitter: float, rng: random.Random) -> bool:
     """Run ``cmd`` until ``target`` iterations are checkpointed in ``out`` (``target`` 0: until ``jitter`` seconds
     have passed), then a random part of ``jitter`` seconds more, then SIGKILL its process group. True if it ended
     by itself first."""
@@ -106,7 +106,7 @@ def _run_until(cmd: list[str], log: Path, out: Path, target: int, jitter: float)
     deadline = time.monotonic() + jitter if target == 0 else None
     while proc.poll() is None:
         if deadline is None and where(out)[1] >= target:
-            deadline = time.monotonic() + random.uniform(0.0, jitter)
+            deadline = time.monotonic() + rng.uniform(0.0, jitter)
         if deadline is not None and time.monotonic() >= deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -191,14 +191,13 @@ def kill_resume(bundle: str, extra: list[str], out: Path, kills: int, seed: int,
     result.full_s = _run(command(bundle, full, extra), full / "log.txt")
     _, total = where(full)
     rng = random.Random(seed)
-    random.seed(seed)  # the jitter drawn in _run_until
-    # the iterations after which each kill comes, one of them (0) during start-up, before any checkpoint
+    # the iterations after which each kill comes (0, when drawn: during start-up, before any checkpoint)
     targets = sorted(rng.sample(range(total), min(kills, total)))
     cmd = command(bundle, killed, extra)
     start = time.monotonic()
     finished = False
     for target in targets:
-        finished = _run_until(cmd, killed / "log.txt", killed, target, jitter)
+        finished = _run_until(cmd, killed / "log.txt", killed, target, jitter, rng)
         result.restarts += 1
         if finished:
             break
