@@ -19,7 +19,15 @@ from .datalist import SECTIONS, load_datalist, save_datalist
 from .phantoms import make_phantom
 from .split import label_fraction_split, recorded_split
 
-__all__ = ["SPLIT_ORIGIN", "cache_dir", "inference_items", "phantom_datalist", "prepare_datalist", "with_index"]
+__all__ = [
+    "SPLIT_ORIGIN",
+    "cache_dir",
+    "inference_items",
+    "phantom_datalist",
+    "prepare_datalist",
+    "select_classes",
+    "with_index",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +284,46 @@ def prepare_datalist(
     if split_file:
         _save_split(data, origin, Path(split_file))
     return data
+
+
+def select_classes(data: Mapping[str, Any], classes: list[int] | None) -> dict[str, Any]:
+    """The datalist with each classification label vector cut to the classes at ``classes`` (in that order): one
+    finding of a multi-label datalist as a binary task (``[5]``: the chest phantom's consolidation), or a subset.
+    ``None`` returns the datalist unchanged. Items without a label (unlabelled ones) pass as they are.
+
+    Raises:
+        ValueError: ``classes`` is empty or repeats a class; an index is out of range for an item's label vector, or
+            an item's label is not a vector (a mask or a label file: the message names the item).
+    """
+    if classes is None:
+        return dict(data)
+    classes = [int(c) for c in classes]
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must name each kept class once, got {classes}")
+    out: dict[str, Any] = {}
+    for section, items in data.items():
+        if not isinstance(items, list):
+            out[section] = items
+            continue
+        kept = []
+        for item in items:
+            label = item.get("label") if isinstance(item, Mapping) else None
+            if label is None:
+                kept.append(item)
+                continue
+            if not isinstance(label, (list, tuple)):
+                raise ValueError(
+                    f"classes {classes}: {section} item {item.get('image')!r} has the label {label!r}, not a class "
+                    "vector; classes selects classes of vector labels written in the datalist"
+                )
+            bad = [c for c in classes if not -len(label) <= c < len(label)]
+            if bad:
+                raise ValueError(
+                    f"classes {classes}: {section} item {item.get('image')!r} has {len(label)} classes, no class {bad}"
+                )
+            kept.append({**item, "label": [label[c] for c in classes]})
+        out[section] = kept
+    return out
 
 
 def _source_name(source: str | Path | Mapping[str, Any]) -> str:

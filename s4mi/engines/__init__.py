@@ -6,6 +6,7 @@ from s4mi.keys import Keys
 
 from .base import LabelLeakError, SSLTrainer, untrained_parameters
 from .cass import CASSTrainer
+from .curriculum import CurriculumTrainer, StageCosine, curriculum_epochs, parse_curriculum, stage_ends
 from .cross_teaching import (
     OPTIMIZER_RECIPES,
     CrossTeachingTrainer,
@@ -24,6 +25,11 @@ from .srcl import SRCLTrainer
 __all__ = [
     "CASSTrainer",
     "CrossTeachingTrainer",
+    "CurriculumTrainer",
+    "StageCosine",
+    "curriculum_epochs",
+    "parse_curriculum",
+    "stage_ends",
     "OPTIMIZER_RECIPES",
     "cross_teaching_lr_scheduler",
     "cross_teaching_optimizer",

@@ -3,6 +3,7 @@ ramps, pseudo labels, feature probes."""
 
 from __future__ import annotations
 
+from .attention import AttentionInMask, attention_share, grad_cam
 from .checkpoint import (
     AtomicCheckpointSaver,
     BestModelSaver,
@@ -45,6 +46,9 @@ from .ramps import (
 from .teacher import EMATeacher
 
 __all__ = [
+    "AttentionInMask",
+    "attention_share",
+    "grad_cam",
     "AtomicCheckpointSaver",
     "BestModelSaver",
     "FiniteSaveHandler",

@@ -6,7 +6,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from torch import nn
 
 from s4mi.networks.dino import MultiCropWrapper, ViTClassifier
 from s4mi.networks.heads import EncoderWithHead, densenet_features
+from s4mi.networks.pretext import CurriculumNetwork
 from s4mi.probe import is_multilabel, knn_probe, linear_probe
 
 SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
@@ -29,8 +30,9 @@ __all__ = ["ProbeHandler", "backbone_features", "embed"]
 def backbone_features(network: nn.Module) -> nn.Module:
     """The module mapping images to pooled backbone features ``B F`` of a network.
 
-    An :class:`s4mi.networks.EncoderWithHead` (a MoCo query or key encoder) or a DINO
-    :class:`~s4mi.networks.MultiCropWrapper` gives its backbone (the projection head is dropped, as for fine-tuning);
+    An :class:`s4mi.networks.EncoderWithHead` (a MoCo query or key encoder), a DINO
+    :class:`~s4mi.networks.MultiCropWrapper` or a curriculum's :class:`~s4mi.networks.pretext.CurriculumNetwork`
+    gives its backbone (the projection head is dropped, as for fine-tuning);
     a :class:`~s4mi.networks.ViTClassifier` its class-token features; a MONAI DenseNet gives :func:`s4mi.networks.densenet_features`; an
     :class:`s4mi.handlers.EMATeacher` its EMA model's; any other module is taken as a feature extractor.
     ``DataParallel``/``DistributedDataParallel`` wrappers are removed.
@@ -38,7 +40,7 @@ def backbone_features(network: nn.Module) -> nn.Module:
     network = getattr(network, "ema_model", network)
     if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         network = network.module
-    if isinstance(network, (EncoderWithHead, MultiCropWrapper)):
+    if isinstance(network, (EncoderWithHead, MultiCropWrapper, CurriculumNetwork)):
         return network.backbone
     if isinstance(network, ViTClassifier):
         return _Features(network)
@@ -121,6 +123,8 @@ class ProbeHandler:
         probe_loader: labelled batches to fit the probes on (eval transforms, no augmentation).
         val_loader: labelled batches to score them on.
         every: probe every this many epochs and at the last one; 0 disables the handler.
+        epochs: probe at these (1-based) epochs instead of every ``every`` (a curriculum's stage ends); an empty
+            list disables the handler.
         at_start: also probe at the start of a run that begins at epoch 0 (not of a resumed one).
         features: network -> module mapping images to ``B F`` (default :func:`backbone_features`).
         multilabel: labels are multi-hot findings (default: inferred, see :func:`s4mi.probe.is_multilabel`;
@@ -144,6 +148,7 @@ class ProbeHandler:
         probe_loader: Iterable[Mapping[str, Any]],
         val_loader: Iterable[Mapping[str, Any]],
         every: int = 1,
+        epochs: Sequence[int] | None = None,
         at_start: bool = False,
         features: Callable[[nn.Module], nn.Module] | None = None,
         multilabel: bool | None = None,
@@ -166,6 +171,9 @@ class ProbeHandler:
         self.networks = dict(networks)
         self.probe_loader, self.val_loader = probe_loader, val_loader
         self.every = int(every)
+        self.epochs = None if epochs is None else {int(e) for e in epochs}
+        if self.epochs is not None and not self.epochs:
+            self.every = 0
         self.at_start = bool(at_start)
         self.features = features or backbone_features
         self.multilabel, self.k, self.temperature, self.linear = multilabel, k, temperature, linear
@@ -188,6 +196,8 @@ class ProbeHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=self._due), self)
 
     def _due(self, engine: Engine, epoch: int) -> bool:
+        if self.epochs is not None:
+            return epoch in self.epochs
         return epoch % self.every == 0 or epoch == engine.state.max_epochs
 
     def _start_probe(self, engine: Engine) -> None:

@@ -128,13 +128,14 @@ def backbone_state_dict_for_classifier(encoder: nn.Module) -> dict[str, torch.Te
     For a DenseNet backbone these are the keys of a MONAI DenseNet of the same architecture except its final
     Linear (``class_layers.out.*``, which the fine-tuning task replaces); for a DINO student or teacher
     (:class:`s4mi.networks.dino.MultiCropWrapper` of a :class:`~s4mi.networks.dino.CropViT`) the ViT's keys, those of
-    :class:`~s4mi.networks.dino.ViTClassifier` but its ``head.*``. For the DenseNet::
+    :class:`~s4mi.networks.dino.ViTClassifier` but its ``head.*``; for a curriculum's
+    :class:`~s4mi.networks.pretext.CurriculumNetwork` its DenseNet's, without the pretext heads. For the DenseNet::
 
         missing, unexpected = DenseNet121(2, 1, 6).load_state_dict(sd, strict=False)
         # missing == ["class_layers.out.weight", "class_layers.out.bias"], unexpected == []
 
     Args:
-        encoder: an :class:`EncoderWithHead` or a ``MultiCropWrapper``, possibly wrapped in ``DataParallel``/``DistributedDataParallel``
+        encoder: an :class:`EncoderWithHead`, a ``MultiCropWrapper`` or a ``CurriculumNetwork``, possibly wrapped in ``DataParallel``/``DistributedDataParallel``
             (an :class:`s4mi.handlers.EMATeacher`'s ``ema_model`` works too).
 
     Returns:
@@ -147,7 +148,10 @@ def backbone_state_dict_for_classifier(encoder: nn.Module) -> dict[str, torch.Te
     if isinstance(encoder, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         encoder = encoder.module
     from s4mi.networks.dino import MultiCropWrapper
+    from s4mi.networks.pretext import CurriculumNetwork
 
-    if not isinstance(encoder, (EncoderWithHead, MultiCropWrapper)):
-        raise TypeError(f"expected an EncoderWithHead or a MultiCropWrapper, got {type(encoder).__name__}")
+    if not isinstance(encoder, (EncoderWithHead, MultiCropWrapper, CurriculumNetwork)):
+        raise TypeError(
+            f"expected an EncoderWithHead, a MultiCropWrapper or a CurriculumNetwork, got {type(encoder).__name__}"
+        )
     return {k: v for k, v in encoder.backbone.state_dict().items() if not k.startswith(_DENSENET_CLASSIFIER)}

@@ -154,6 +154,10 @@ def test_verify_net_in_out(name: str) -> None:
 SMALLER: dict[str, dict[str, str]] = {"cross_teaching_ct_segmentation": {"phantom_n": "20", "batch_size": "2"}}
 
 
+#: pretraining settings of a bundle whose pretraining length is not pretrain_epochs alone (a curriculum's stages)
+PRETRAIN_EXTRA: dict[str, list[str]] = {"curricular_ssl_cxr_classification": ["--curriculum", "rotation:1"]}
+
+
 def _phantom_n(name: str = "") -> str:
     return SMALLER.get(name, {}).get("phantom_n", str(PHANTOM_N))
 
@@ -183,7 +187,7 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     args = _train_args(out, epochs=1, name=name)
     log = ""
     if (_configs(name) / "pretrain.json").is_file():  # two-stage bundles: self-supervised pretraining first
-        pre = ["--pretrain_epochs", "1", "--pretrain_batch_size", "8"]
+        pre = ["--pretrain_epochs", "1", "--pretrain_batch_size", "8", *PRETRAIN_EXTRA.get(name, [])]
         log += _run(_bundle_cmd(name, "pretrain.json", *args, *pre), cwd=out)
     log += _run(_bundle_cmd(name, "train.json", *args), cwd=out)
     log += _run(_bundle_cmd(name, ["train.json", "evaluate.json"], *args), cwd=out)

@@ -234,3 +234,25 @@ def test_split_strategy_first_takes_the_first_items_and_is_recorded(dataset: tup
         prepare_datalist(root, source, label_fraction=0.3, seed=5, split_file=split_file)
     randomly = prepare_datalist(root, source, label_fraction=0.3, seed=5, split_strategy="random")
     assert _images(randomly["training"]) != _images(data["training"])
+
+
+def test_select_classes_keeps_the_named_findings_in_order() -> None:
+    from s4mi.data.prepare import select_classes
+
+    data = {
+        "training": [{"image": "a.png", "label": [0, 1, 0, 0, 1, 1]}, {"image": "b.png", "label": [1, 0, 0, 0, 0, 0]}],
+        "unlabeled": [{"image": "c.png"}],
+        "split": {"fraction": 0.5},
+    }
+    assert select_classes(data, None) == data
+    out = select_classes(data, [5])
+    assert [d["label"] for d in out["training"]] == [[1], [0]]
+    assert out["unlabeled"] == data["unlabeled"] and out["split"] == data["split"]
+    assert [d["label"] for d in select_classes(data, [4, 0])["training"]] == [[1, 0], [0, 1]]
+    assert data["training"][0]["label"] == [0, 1, 0, 0, 1, 1], "the input datalist is left as it was"
+    with pytest.raises(ValueError, match="has 6 classes, no class \\[6\\]"):
+        select_classes(data, [6])
+    with pytest.raises(ValueError, match="once"):
+        select_classes(data, [1, 1])
+    with pytest.raises(ValueError, match="'m.png' has the label 'm_seg.png', not a class vector"):
+        select_classes({"training": [{"image": "m.png", "label": "m_seg.png"}]}, [0])
