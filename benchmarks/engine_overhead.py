@@ -8,6 +8,7 @@ each side, back to back (everything the engine does between steps is inside the 
 warm-up round; the table gives medians over rounds and the median of the per-round ratios.
 
     .venv/bin/python benchmarks/engine_overhead.py --model unet --steps 20 --rounds 7
+    python benchmarks/engine_overhead.py --model densenet --device cuda --amp   # on a GPU (benchmarks/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ from s4mi.engines import MeanTeacherTrainer
 from s4mi.handlers import EMATeacher
 from s4mi.handlers.ramps import SigmoidRamp
 from s4mi.losses import softmax_mse_loss
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _to(batches: list[dict], device: str) -> list[dict]:
+    return [{s: {k: v.to(device) for k, v in part.items()} for s, part in b.items()} for b in batches]
 
 
 def make(model: str) -> tuple[torch.nn.Module, list[dict], torch.nn.Module]:
@@ -59,10 +69,17 @@ def plain_steps(
     n: int,
     activation: str,
     m: float = 0.99,
+    device: str = "cpu",
+    amp: bool = False,
 ) -> float:
-    """Seconds per step of the plain loop (whole span of ``n`` steps)."""
+    """Seconds per step of the plain loop (whole span of ``n`` steps); with ``amp`` the forwards and losses under
+    autocast on the device (bfloat16), as the s4mi side runs them."""
+    from contextlib import nullcontext
+
     tp = [p for p in teacher.parameters()]
     sp = [p for p in net.parameters()]
+    dev_type = torch.device(device).type
+    _sync(device)
     t0 = time.perf_counter()
     for i in range(n):
         b = batches[i % len(batches)]
@@ -70,11 +87,12 @@ def plain_steps(
         x_w, x_s = b["unlabeled"]["image"], b["unlabeled"]["image_s"]
         net.train()
         opt.zero_grad(set_to_none=False)
-        logits = net(torch.cat([x_lb, x_s]))
-        logits_lb, logits_s = logits[: len(x_lb)], logits[len(x_lb) :]
-        with torch.no_grad():
-            logits_t = teacher(x_w)
-        loss = loss_fn(logits_lb, y_lb).mean() + 1.0 * softmax_mse_loss(logits_s, logits_t, activation)
+        with torch.autocast(dev_type, dtype=torch.bfloat16) if amp else nullcontext():
+            logits = net(torch.cat([x_lb, x_s]))
+            logits_lb, logits_s = logits[: len(x_lb)], logits[len(x_lb) :]
+            with torch.no_grad():
+                logits_t = teacher(x_w)
+            loss = loss_fn(logits_lb, y_lb).mean() + 1.0 * softmax_mse_loss(logits_s, logits_t, activation)
         loss.backward()
         opt.step()
         with torch.no_grad():
@@ -82,15 +100,24 @@ def plain_steps(
             torch._foreach_add_(tp, [p.detach() for p in sp], alpha=1 - m)
             for tb, sb in zip(teacher.buffers(), net.buffers()):
                 tb.copy_(sb)
+    _sync(device)
     return (time.perf_counter() - t0) / n
 
 
-def s4mi_steps(net: torch.nn.Module, loss_fn: torch.nn.Module, batches: list[dict], n: int, activation: str) -> float:
+def s4mi_steps(
+    net: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    batches: list[dict],
+    n: int,
+    activation: str,
+    device: str = "cpu",
+    amp: bool = False,
+) -> float:
     """Seconds per step of ``MeanTeacherTrainer.run`` over ``n`` steps (engine set-up excluded)."""
     teacher = EMATeacher(net, momentum=0.99)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     trainer = MeanTeacherTrainer(
-        device="cpu",
+        device=device,
         max_epochs=1,
         train_data_loader=Cycle(batches, n),
         network=net,
@@ -99,9 +126,13 @@ def s4mi_steps(net: torch.nn.Module, loss_fn: torch.nn.Module, batches: list[dic
         teachers=[teacher],
         activation=activation,
         unsup_weight=SigmoidRamp(1.0, n),
+        amp=amp,
+        amp_kwargs={"dtype": torch.bfloat16},
     )
+    _sync(device)
     t0 = time.perf_counter()
     trainer.run()
+    _sync(device)
     return (time.perf_counter() - t0) / n
 
 
@@ -111,26 +142,30 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on both sides")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     activation = "softmax" if a.model == "unet" else "sigmoid"
     net, batches, loss_fn = make(a.model)
+    net, batches = net.to(a.device), _to(batches, a.device)
     import copy
 
     def plain() -> float:
         teacher = copy.deepcopy(net).requires_grad_(False).eval()
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-        return plain_steps(net, teacher, opt, loss_fn, batches, a.steps, activation)
+        return plain_steps(net, teacher, opt, loss_fn, batches, a.steps, activation, device=a.device, amp=a.amp)
 
     plain_s, s4mi_s, ratios = side_by_side(
-        plain, lambda: s4mi_steps(net, loss_fn, batches, a.steps, activation), a.rounds
+        plain, lambda: s4mi_steps(net, loss_fn, batches, a.steps, activation, a.device, a.amp), a.rounds
     )
     print()
     print(
         f"| model | threads | plain PyTorch (ms/step) | s4mi MeanTeacherTrainer (ms/step) | ratio, median of {a.rounds} rounds |"
     )
     print("|---|---|---|---|---|")
-    print(table_row(a.model, a.threads, plain_s, s4mi_s, ratios))
+    label = a.model + ("" if a.device == "cpu" else f" ({a.device}{', bf16' if a.amp else ''})")
+    print(table_row(label, a.threads, plain_s, s4mi_s, ratios))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from .stages import require_first_stage
 __all__ = [
     "BundleConfigError",
     "OutputFolderError",
+    "amp_kwargs",
     "as_bool",
     "check_overrides",
     "ddp_device_ids",
@@ -32,6 +33,7 @@ __all__ = [
     "is_main_process",
     "world_size",
     "locate_bundle_root",
+    "memory_format",
     "protect_model",
     "require_first_stage",
     "run_ckpt_dir",
@@ -82,3 +84,22 @@ def as_bool(value: object) -> bool:
             return False
         raise ValueError(f"expected a boolean flag, got {value!r}")
     return bool(value)
+
+
+def amp_kwargs(amp_dtype: str) -> dict[str, torch.dtype]:
+    """``torch.autocast`` arguments for a bundle's ``amp_dtype`` setting (``float16`` or ``bfloat16``).
+
+    Raises:
+        ValueError: another dtype (the message names the two).
+    """
+    if amp_dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"amp_dtype must be float16 or bfloat16, got {amp_dtype!r}")
+    return {"dtype": getattr(torch, amp_dtype)}
+
+
+def memory_format(channels_last: object, spatial_dims: int) -> dict[str, torch.memory_format]:
+    """The ``to_kwargs`` of a trainer and evaluator for a bundle's ``channels_last`` flag: every batch moved to the
+    device as ``torch.channels_last`` (2D) or ``torch.channels_last_3d`` (3D), or ``{}``."""
+    if not as_bool(channels_last):
+        return {}
+    return {"memory_format": torch.channels_last if int(spatial_dims) == 2 else torch.channels_last_3d}

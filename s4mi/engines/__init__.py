@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from s4mi.keys import Keys
 
-from .base import LabelLeakError, SSLTrainer, untrained_parameters
+from .base import FullySupervisedTrainer, LabelLeakError, SSLTrainer, untrained_parameters
 from .cass import CASSTrainer
 from .curriculum import CurriculumTrainer, StageCosine, curriculum_epochs, parse_curriculum, stage_ends
 from .cross_teaching import (
@@ -34,6 +34,7 @@ __all__ = [
     "cross_teaching_lr_scheduler",
     "cross_teaching_optimizer",
     "DINOTrainer",
+    "FullySupervisedTrainer",
     "clip_gradients",
     "dino_param_groups",
     "Keys",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from s4mi.handlers.ramps import RampScheduler
     from s4mi.handlers.teacher import EMATeacher
 
-__all__ = ["LabelLeakError", "SSLTrainer", "untrained_parameters"]
+__all__ = ["FullySupervisedTrainer", "LabelLeakError", "SSLTrainer", "untrained_parameters"]
 
 
 class LabelLeakError(KeyError):
@@ -54,7 +54,9 @@ class SSLTrainer(SupervisedTrainer):
     - ``to_kwargs`` (e.g. ``{"memory_format": torch.channels_last}``) and ``non_blocking`` on every tensor moved;
     - ``compile``/``compile_kwargs``: the trained network is compiled by MONAI; MetaTensors become plain tensors
       before they reach it (MONAI's workaround for pytorch/pytorch#117026);
-    - ``amp``/``amp_kwargs``, ``accumulation_steps``, ``optim_set_to_none``: the same schedule as MONAI's
+    - ``amp``/``amp_kwargs`` (``{"dtype": torch.bfloat16}`` or ``float16``): autocast on the device's type, the CPU
+      included (MONAI's trainers autocast ``"cuda"`` only), with MONAI's gradient scaler on CUDA;
+    - ``accumulation_steps``, ``optim_set_to_none``: the same schedule as MONAI's
       ``SupervisedTrainer._iteration`` (zero the gradients on the first step of each accumulation window, step on
       its last or on the last iteration of the epoch, loss divided by the window). MONAI 1.6 keeps that code inside
       its ``_iteration``, which computes one ``inferer(inputs, network)`` and one ``loss_function(pred, target)``
@@ -110,6 +112,18 @@ class SSLTrainer(SupervisedTrainer):
             teacher.attach(self)
         self.teacher_train_mode = teacher_train_mode
         self.schedulers: dict[str, RampScheduler] = {}
+        # autocast on the training device's type: MONAI's trainers autocast "cuda" only, so ``amp`` on a CPU did
+        # nothing; here bfloat16 (or float16) autocast runs on the CPU too. The gradient scaler (MONAI makes a CUDA
+        # one whenever ``amp``) is kept for CUDA only: a CPU run has no float16 gradients to rescue.
+        self.autocast_device = torch.device(device).type
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train (continuing from the current state when called again): MONAI's ``Trainer.run``, with its CUDA
+        gradient scaler made only when training on CUDA with ``amp``."""
+        from monai.engines.workflow import Workflow
+
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.autocast_device == "cuda" else None
+        Workflow.run(self)
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property
@@ -143,10 +157,15 @@ class SSLTrainer(SupervisedTrainer):
         return float(getattr(self.state, name))
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` on the training device with ``non_blocking`` and ``to_kwargs``; a plain tensor under ``compile``."""
+        """``x`` on the training device with ``non_blocking`` and ``to_kwargs``; a plain tensor under ``compile``. A
+        ``memory_format`` applies to the tensors of its rank only (images, masks), not to class vectors."""
         if self.compile and isinstance(x, MetaTensor):
             x = x.as_tensor()
-        return x.to(self.state.device, non_blocking=self.non_blocking, **self.to_kwargs)
+        kwargs = self.to_kwargs
+        fmt = kwargs.get("memory_format")
+        if fmt is not None and x.ndim != {torch.channels_last: 4, torch.channels_last_3d: 5}.get(fmt, x.ndim):
+            kwargs = {k: v for k, v in kwargs.items() if k != "memory_format"}  # a class vector stays as it is
+        return x.to(self.state.device, non_blocking=self.non_blocking, **kwargs)
 
     def prepare_stream(
         self, data: Mapping[str, Any], image_key: str, label_key: str | None, stream: str
@@ -229,7 +248,7 @@ class SSLTrainer(SupervisedTrainer):
         if should_zero_grad:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         scaler = engine.scaler if engine.amp else None
-        context = torch.autocast("cuda", **engine.amp_kwargs) if scaler is not None else nullcontext()
+        context = torch.autocast(engine.autocast_device, **engine.amp_kwargs) if engine.amp else nullcontext()
         with context:
             engine.train_step(engine, batch)
         loss = engine.state.output[Keys.LOSS]
@@ -252,3 +271,35 @@ class SSLTrainer(SupervisedTrainer):
                 engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+class FullySupervisedTrainer(SSLTrainer):
+    """MONAI's supervised step (``pred = inferer(image)``, ``loss = loss_function(pred, label)``) as an s4mi trainer.
+
+    The step and its schedule give :class:`monai.engines.SupervisedTrainer`'s weights exactly
+    (``tests/engines/test_base.py``); the supervised baselines use this class so that what :class:`SSLTrainer`
+    adds holds for them too: ``amp`` on the CPU (bfloat16 autocast), the compile and ``to_kwargs`` handling of every
+    s4mi method, and MONAI Label's handler swap leaving the step alone.
+
+    Args:
+        image_key, label_key: batch keys.
+        args, kwargs: :class:`SSLTrainer`'s.
+    """
+
+    def __init__(self, *args: Any, image_key: str = "image", label_key: str = "label", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.image_key, self.label_key = image_key, label_key
+
+    def split_batch(self, batchdata: Mapping[str, Any]) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        x, y = self.prepare_stream(batchdata, self.image_key, self.label_key, "training")
+        return {Keys.X_LB: x, Keys.Y_LB: y}  # type: ignore[dict-item]
+
+    def initial_output(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {Keys.IMAGE: batch[Keys.X_LB], Keys.LABEL: batch[Keys.Y_LB]}
+
+    def train_step(self, engine: Any, batch: dict[str, torch.Tensor]) -> None:
+        out = engine.state.output
+        out[Keys.PRED] = engine.inferer(batch[Keys.X_LB], engine.network)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        out[Keys.LOSS] = engine.loss_function(out[Keys.PRED], batch[Keys.Y_LB]).mean()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)

@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 from monai.engines import PrepareBatchDefault, SupervisedTrainer
 from monai.engines.utils import IterationEvents
 
-from s4mi.engines import SSLTrainer
+from s4mi.engines import FullySupervisedTrainer, SSLTrainer
 from s4mi.keys import Keys
 
 
@@ -63,14 +63,15 @@ def _run(cls: type, data: list, **kwargs) -> tuple[torch.nn.Module, list]:
     return net, losses
 
 
+@pytest.mark.parametrize("cls", [_SupervisedStep, FullySupervisedTrainer])
 @pytest.mark.parametrize("epoch_length", [None, 7, 5])
 @pytest.mark.parametrize("accumulation_steps", [1, 3])
-def test_iteration_matches_monai_step_for_step(accumulation_steps: int, epoch_length: int | None) -> None:
+def test_iteration_matches_monai_step_for_step(accumulation_steps: int, epoch_length: int | None, cls: type) -> None:
     """Gradient accumulation (window of 3 over 7 or 5 iterations an epoch: the last window is cut short), zeroing
-    and stepping give MONAI SupervisedTrainer's weights exactly."""
+    and stepping give MONAI SupervisedTrainer's weights exactly (the package's FullySupervisedTrainer too)."""
     data = _data()
     kw = {"accumulation_steps": accumulation_steps, "epoch_length": epoch_length}
-    ours, ours_losses = _run(_SupervisedStep, data, **kw)
+    ours, ours_losses = _run(cls, data, **kw)
     monai, monai_losses = _run(SupervisedTrainer, data, **kw)
     assert ours_losses == monai_losses
     for a, b in zip(ours.parameters(), monai.parameters(), strict=True):
@@ -187,3 +188,36 @@ def test_two_networks_teach_each_other_through_the_base() -> None:
     ).run()
     after = nets.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in ("a.0.weight", "b.weight"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_amp_autocasts_on_the_cpu(dtype: torch.dtype) -> None:
+    """``amp`` on a CPU trainer runs the forward under CPU autocast in the asked dtype (MONAI's trainers autocast
+    "cuda" only, which leaves a CPU run in float32); the weights stay float32 and no CUDA gradient scaler is used."""
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            torch.nn.Linear(2, 2)(torch.rand(1, 2))
+    except RuntimeError as e:  # a PyTorch build without CPU autocast for this dtype
+        pytest.skip(f"CPU autocast in {dtype} unsupported here: {e}")
+    data = [{"image": torch.rand(4, 1, 8, 8), "label": torch.rand(4, 1)} for _ in range(3)]
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 1))
+    seen: list[torch.dtype] = []
+    trainer = FullySupervisedTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=data,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        loss_function=torch.nn.MSELoss(),
+        amp=True,
+        amp_kwargs={"dtype": dtype},
+    )
+    trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda e: seen.append(e.state.output[Keys.PRED].dtype))
+    before = copy.deepcopy(net.state_dict())
+    trainer.run()
+    assert seen == [dtype] * 3
+    assert trainer.scaler is None
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert not torch.equal(before["0.weight"], net.state_dict()["0.weight"])
+    plain = _run(_SupervisedStep, _data(2))[1]
+    assert all(torch.isfinite(torch.tensor(plain)))

@@ -66,6 +66,6 @@ def test_every_training_stage_logs_its_length(bundle: str, stage: str) -> None:
     parser.read_config(str(path))
     settings = parser.get_parsed_content(f"train#handlers#{i}#settings")
     epochs_key = "pretrain_epochs" if stage == "pretrain.json" else "max_epochs"
-    assert settings[epochs_key] == parser[epochs_key]
+    assert settings[epochs_key] == parser.get_parsed_content(epochs_key)
     assert {"samples_per_epoch", "epoch_length"} & set(settings) or stage == "pretrain.json"
     assert "s4mi.handlers.EpochLossLogger" in [h["_target_"] for h in handlers]
