@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ __all__ = [
     "SemiSupervisedLoader",
     "epoch_sampler",
     "full_batch_sampler",
+    "prefetched",
 ]
 
 
@@ -162,6 +165,86 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+def prefetched(
+    source: Iterator[Any],
+    snapshot: Callable[[], Any],
+    show: Callable[[Any], None],
+    restore: Callable[[Any], None],
+    size: int,
+) -> Iterator[Any]:
+    """Iterate ``source`` in a background thread, ``size`` items ahead, keeping a resumable loader's state exact.
+
+    The thread makes the next batches (reading, augmenting, collating) while the training step runs. A loader's
+    ``state_dict`` must still name the batches the *consumer* has had: each item is queued with ``snapshot()`` taken
+    right after the source produced it, ``show`` gets the snapshot of each item as the consumer takes it (the loader's
+    ``state_dict`` returns it while the iteration runs; None at the end), and an iteration left early calls
+    ``restore`` with the last one shown, so a checkpoint taken between two steps, and the next iteration, see the
+    state of an unprefetched loader.
+    MONAI's :class:`~monai.data.ThreadBuffer` does the same buffering but ends the iteration quietly when the source
+    raises (its thread dies and the consumer sees the end of the data): here the source's exception is raised in the
+    consumer, so a broken image stops the run with its message instead of cutting the epoch short.
+
+    Args:
+        source: the iterator (run in the thread only, from its first item).
+        snapshot: the loader's live state, read in the thread after each item.
+        show: takes the state the loader must report now (None: its live state again).
+        restore: sets the loader's live state (called in the consumer's thread, the thread stopped).
+        size: items made ahead (>= 1).
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if not put((item, snapshot())):
+                    return
+            put((_DONE, None))
+        except BaseException as e:  # noqa: BLE001  (handed to the consumer, which raises it)
+            put((_Failure(e), None))
+
+    shown = snapshot()
+    thread = threading.Thread(target=produce, name="s4mi-prefetch", daemon=True)
+    thread.start()
+    finished = False
+    try:
+        while True:
+            item, state = buffer.get()
+            if item is _DONE:
+                finished = True
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            shown = state
+            show(state)
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+        if hasattr(source, "close"):
+            source.close()
+        show(None)
+        if not finished:
+            restore(shown)  # batches made ahead but never consumed are made again by the next iteration
+
+
 class ResumableLoader:
     """A DataLoader whose passes are reproducible and which resumes exactly in the middle of a pass.
 
@@ -182,17 +265,21 @@ class ResumableLoader:
         loader: a DataLoader over a map-style dataset.
         seed: the run seed.
         name: tells streams apart, so two loaders with the same seed draw different orders.
+        prefetch: batches a background thread makes ahead of the training step (0: none), see :func:`prefetched`;
+            the batches, their order and augmentations are the same (each item's transforms are reseeded).
 
     Raises:
         TypeError: for an iterable-style dataset, which cannot be indexed to skip batches.
     """
 
-    def __init__(self, loader: DataLoader, seed: int = 0, name: str = "train") -> None:
+    def __init__(self, loader: DataLoader, seed: int = 0, name: str = "train", prefetch: int = 0) -> None:
         if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
             raise TypeError(f"ResumableLoader {name!r} needs a DataLoader over a map-style dataset, got {loader!r}")
         if loader.batch_sampler is None:
             raise TypeError(f"ResumableLoader {name!r}: the DataLoader must batch (batch_size=None is not supported)")
         self.loader, self.seed, self.name = loader, int(seed), name
+        self.prefetch = int(prefetch)
+        self._shown: dict[str, int] | None = None  # the consumer's state while a prefetching iteration runs
         self._id = zlib.crc32(name.encode())
         self.pass_index = 0  # the pass in progress (or the next one to start)
         self.position = 0  # batches of that pass already yielded
@@ -238,6 +325,14 @@ class ResumableLoader:
         )
 
     def __iter__(self) -> Iterator[Any]:
+        if self.prefetch > 0:
+            return prefetched(self._iterate(), self._live_state, self._show, self.load_state_dict, self.prefetch)
+        return self._iterate()
+
+    def _show(self, state: dict[str, int] | None) -> None:
+        self._shown = state
+
+    def _iterate(self) -> Iterator[Any]:
         batches = self._batches(self.pass_index)
         if self.position >= len(batches):  # saved right after the last batch of a pass
             self.pass_index, self.position = self.pass_index + 1, 0
@@ -249,10 +344,14 @@ class ResumableLoader:
             yield batch
         self.pass_index, self.position = self.pass_index + 1, 0
 
-    def state_dict(self) -> dict[str, int]:
+    def _live_state(self) -> dict[str, int]:
         return {"pass_index": self.pass_index, "position": self.position, "seed": self.seed}
 
+    def state_dict(self) -> dict[str, int]:
+        return dict(self._shown) if self._shown is not None else self._live_state()
+
     def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self._shown = None
         if int(state["seed"]) != self.seed:
             raise ValueError(
                 f"ResumableLoader {self.name!r}: the checkpoint was written with seed {state['seed']}, this run has "
@@ -279,13 +378,20 @@ class SemiSupervisedLoader:
         unlabeled: loader of unlabelled batches.
         epoch_length: ``"labeled"``, ``"unlabeled"`` or a number of iterations.
         seed: the run seed (the bundles pass their ``seed``).
+        prefetch: pairs of batches a background thread makes ahead of the training step (0: none), see
+            :func:`prefetched`.
 
     Raises:
         ValueError: when a loader is empty or ``epoch_length`` is not understood.
     """
 
     def __init__(
-        self, labeled: Iterable, unlabeled: Iterable, epoch_length: str | int = "unlabeled", seed: int = 0
+        self,
+        labeled: Iterable,
+        unlabeled: Iterable,
+        epoch_length: str | int = "unlabeled",
+        seed: int = 0,
+        prefetch: int = 0,
     ) -> None:
         for name, loader in (("labeled", labeled), ("unlabeled", unlabeled)):
             if isinstance(loader, Sized) and len(loader) == 0:
@@ -301,6 +407,8 @@ class SemiSupervisedLoader:
         else:
             raise ValueError(f"epoch_length must be 'labeled', 'unlabeled' or a positive int, got {epoch_length!r}")
         self.position = 0  # iterations of the current epoch already yielded
+        self.prefetch = int(prefetch)
+        self._shown: dict[str, Any] | None = None  # the consumer's state while a prefetching iteration runs
         self._passes = {"labeled": 0, "unlabeled": 0}  # for iterables that are not ResumableLoaders
 
     @staticmethod
@@ -326,6 +434,14 @@ class SemiSupervisedLoader:
                 raise ValueError(f"SemiSupervisedLoader: the {name} loader yielded no batch")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.prefetch > 0:
+            return prefetched(self._iterate(), self._live_state, self._show, self.load_state_dict, self.prefetch)
+        return self._iterate()
+
+    def _show(self, state: dict[str, Any] | None) -> None:
+        self._shown = state
+
+    def _iterate(self) -> Iterator[dict[str, Any]]:
         if self.position >= self.epoch_length:
             self.position = 0
         lb, ulb = self._cycle("labeled", self.labeled), self._cycle("unlabeled", self.unlabeled)
@@ -336,6 +452,9 @@ class SemiSupervisedLoader:
         self.position = 0
 
     def state_dict(self) -> dict[str, Any]:
+        return dict(self._shown) if self._shown is not None else self._live_state()
+
+    def _live_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"position": self.position}
         for name in ("labeled", "unlabeled"):
             stream = getattr(self, name)
@@ -344,6 +463,7 @@ class SemiSupervisedLoader:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._shown = None
         self.position = int(state["position"])
         for name in ("labeled", "unlabeled"):
             stream = getattr(self, name)

@@ -73,3 +73,18 @@ def test_a_bundle_trains_with_the_settings_on_cpu(name: str, settings: list[str]
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values()), "weights must stay float32"
     assert not any(k.startswith("_orig_mod.") for k in state), "the compiled wrapper's keys leaked into model.pt"
+
+
+@pytest.mark.slow
+def test_data_prefetch_changes_nothing_but_the_wait(tmp_path: Path) -> None:
+    """Mean Teacher (two streams, random views) with batches made ahead in a thread ends with the weights of the same
+    run without prefetching."""
+    name = "mean_teacher_cxr_classification"
+    outs = {}
+    for prefetch in ("0", "2"):
+        out = tmp_path / f"prefetch{prefetch}"
+        args = [*_train_args(out, epochs=1, name=name), "--unlabeled_batch_size", "8", "--epoch_length", "3", "--data_prefetch", prefetch]
+        _run(_bundle_cmd(name, "train.json", *args), cwd=tmp_path)
+        outs[prefetch] = torch.load(next((out / "resume").glob("*.pt")), weights_only=True)["model"]
+    assert outs["0"].keys() == outs["2"].keys()
+    assert all(torch.equal(outs["0"][k], outs["2"][k]) for k in outs["0"]), "prefetching changed the training"
