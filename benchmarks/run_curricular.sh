@@ -18,3 +18,4 @@ for seeds in 0 1 2 "0 1 2"; do
       --threads 1 --jobs 2 --out benchmarks/results/curricular_cxr "$@"
 done
 .venv/bin/python benchmarks/gradcam_overlays.py benchmarks/results/curricular_cxr
+.venv/bin/python benchmarks/curriculum_probes.py benchmarks/results/curricular_cxr > benchmarks/results/curricular_cxr/probes.md
