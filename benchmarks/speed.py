@@ -271,15 +271,20 @@ class PlainMeanTeacher(PlainLoop):
                 logits_ulb_t = self.teacher(x_ulb_w)
             else:
                 logits_ulb_t, a_ulb_t = densenet_logits_and_features(self.teacher, x_ulb_w)
-        epoch = 0
-        loss = self.loss_fn(logits_lb, y_lb).mean()
-        loss = loss + self.unsup_weight(epoch) * softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float())
-        if self.relation is not None:
-            loss = loss + self.relation_weight(epoch) * self.relation(a_ulb_s, a_ulb_t)
         if self.head is not None:
             a_ulb_w, a_lb_s = rest
             z_1, z_2 = self.head(torch.cat([a_lb, a_ulb_w, a_lb_s, a_ulb_s])).chunk(2)
-            loss = loss + self.contrastive_weight(epoch) * self.contrastive(z_1.float(), z_2.float())
+        epoch = 0
+        terms = [(self.unsup_weight(epoch), softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float()))]
+        if self.relation is not None:
+            terms.append((self.relation_weight(epoch), self.relation(a_ulb_s, a_ulb_t)))
+        if self.head is not None:
+            terms.append((self.contrastive_weight(epoch), self.contrastive(z_1.float(), z_2.float())))
+        # the supervised loss after the unlabelled terms, as the trainer builds them: autograd then sums the
+        # gradients of the shared features in the same order, to the last bit
+        loss = self.loss_fn(logits_lb, y_lb).mean()
+        for weight, term in terms:
+            loss = loss + weight * term
         return loss
 
     def after_step(self, it: int) -> None:
