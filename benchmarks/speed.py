@@ -239,6 +239,9 @@ class PlainMeanTeacher(PlainLoop):
         loss_fn: Callable,
         unsup_weight: Callable[[int], float],
         momentum: float,
+        unsup_every: str = "epoch",
+        activation: str = "softmax",
+        warmup: bool = True,
         teacher_train_mode: bool = False,
         relation: Callable | None = None,
         relation_weight: Callable[[int], float] | None = None,
@@ -248,6 +251,7 @@ class PlainMeanTeacher(PlainLoop):
     ) -> None:
         super().__init__(*args)
         self.loss_fn, self.unsup_weight, self.momentum = loss_fn, unsup_weight, momentum
+        self.unsup_every, self.activation, self.warmup = unsup_every, activation, warmup
         self.teacher = copy.deepcopy(self.net).requires_grad_(False)
         self.teacher_train_mode = teacher_train_mode
         self.relation, self.relation_weight = relation, relation_weight
@@ -275,7 +279,8 @@ class PlainMeanTeacher(PlainLoop):
             a_ulb_w, a_lb_s = rest
             z_1, z_2 = self.head(torch.cat([a_lb, a_ulb_w, a_lb_s, a_ulb_s])).chunk(2)
         epoch = 0
-        terms = [(self.unsup_weight(epoch), softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float()))]
+        w = self.unsup_weight(it - 1 if self.unsup_every == "iteration" else epoch)
+        terms = [(w, softmax_mse_loss(logits_ulb_s.float(), logits_ulb_t.float(), self.activation))]
         if self.relation is not None:
             terms.append((self.relation_weight(epoch), self.relation(a_ulb_s, a_ulb_t)))
         if self.head is not None:
@@ -288,7 +293,7 @@ class PlainMeanTeacher(PlainLoop):
         return loss
 
     def after_step(self, it: int) -> None:
-        ema_(self.ema, srcmt_momentum(self.momentum, it - 1))
+        ema_(self.ema, srcmt_momentum(self.momentum, it - 1) if self.warmup else self.momentum)
 
     def state(self) -> dict[str, nn.Module | torch.Tensor]:
         return {"student": self.net, "teacher": self.teacher, **({"head": self.head} if self.head else {})}
@@ -541,7 +546,9 @@ class Setup:
 
     def trainer_kwargs(self, network: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable) -> dict:
         amp = {"amp": True, "amp_kwargs": {"dtype": torch.bfloat16}} if self.amp else {}
-        return dict(device=self.device, max_epochs=1, train_data_loader=loader, network=network, optimizer=optimizer, **amp)
+        return dict(
+            device=self.device, max_epochs=1, train_data_loader=loader, network=network, optimizer=optimizer, **amp
+        )
 
     def plain_args(self, network: nn.Module, optimizer: torch.optim.Optimizer) -> tuple:
         return network, optimizer, self.device, self.amp
@@ -600,21 +607,47 @@ def _mean_teacher_family(s: Setup, kind: str) -> Case:
     bundle = {"mean_teacher": "mean_teacher_skin", "src_mt": "src_mt_skin", "srcl": "srcl_skin"}[kind]
     p = s.config(f"{bundle}_classification", "train")
     net = s.network(p)
-    size, n_lb, n_ulb, c, k = _sizes(p, "spatial_size", "batch_size", "unlabeled_batch_size", "in_channels", "num_classes")
+    size, n_lb, n_ulb, c, k = _sizes(
+        p, "spatial_size", "batch_size", "unlabeled_batch_size", "in_channels", "num_classes"
+    )
     batches = _semi_batches(s, n_lb, n_ulb, (c, *size), lambda: s.randint(k, n_lb))
-    loss_fn = nn.CrossEntropyLoss()
-    unsup = SigmoidRamp(10.0, 5)
+    head = None
+    if kind == "srcl":
+        torch.manual_seed(s.seed + 1)
+        head = p.get_parsed_content("head").to(s.device)
+    views = {"mean_teacher": "", "src_mt": " + relation", "srcl": " + relation + NT-Xent (4 views)"}[kind]
+    return teacher_student_case(s, kind, net, batches, nn.CrossEntropyLoss(), f"DenseNet121 {size[0]} px{views}", head)
+
+
+def teacher_student_case(
+    s: Setup,
+    kind: str,
+    net: nn.Module,
+    batches: list[dict],
+    loss_fn: Callable,
+    model: str,
+    head: nn.Module | None = None,
+    activation: str = "softmax",
+    warmup: bool = True,
+    unsup: Callable[[int], float] | None = None,
+    unsup_every: str = "epoch",
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+) -> Case:
+    """A Mean Teacher (``kind`` ``"mean_teacher"``), SRC-MT (``"src_mt"``: teacher in train mode, SRC-MT's relation
+    term) or SRCL (``"srcl"``: also NT-Xent through ``head``) case on ``net`` and ``batches``: Adam, EMA 0.99 (with
+    Mean Teacher's warm-up when ``warmup``), the unlabelled weight ``unsup`` by ``unsup_every`` (default the skin
+    bundles' ``SigmoidRamp(10, 5)``)."""
+    unsup = SigmoidRamp(10.0, 5) if unsup is None else unsup
     trainer_extra: dict[str, Any] = {}
     plain_extra: dict[str, Any] = {}
-    head = None
     params: Callable[[], list] = lambda: list(net.parameters())  # noqa: E731
     if kind in ("src_mt", "srcl"):
         relation, relation_weight = RelationConsistencyLoss("srcmt"), SigmoidRamp(1.0, 4)
         plain_extra = dict(teacher_train_mode=True, relation=relation, relation_weight=relation_weight)
         trainer_extra = dict(plain_extra, relation_weight_every="epoch")
     if kind == "srcl":
-        torch.manual_seed(s.seed + 1)
-        head = p.get_parsed_content("head").to(s.device)
+        assert head is not None
         contrastive, contrastive_weight = ContrastiveLoss(temperature=0.5), SigmoidRamp(1.0, 0)
         plain_extra.update(head=head, contrastive=contrastive, contrastive_weight=contrastive_weight)
         trainer_extra.update(
@@ -628,28 +661,31 @@ def _mean_teacher_family(s: Setup, kind: str) -> Case:
 
     def trainer(loader: Iterable) -> SSLTrainer:
         return trainer_cls(
-            **s.trainer_kwargs(net, _adam(params(), 1e-3, 1e-5), loader),
+            **s.trainer_kwargs(net, _adam(params(), lr, weight_decay), loader),
             loss_function=loss_fn,
-            teachers=[EMATeacher(net, momentum=0.99, warmup="srcmt")],
+            teachers=[EMATeacher(net, momentum=0.99, warmup="srcmt" if warmup else None)],
             unsup_weight=unsup,
-            unsup_weight_every="epoch",
-            activation="softmax",
+            unsup_weight_every=unsup_every,
+            activation=activation,
             **trainer_extra,
         )
 
-    views = {"mean_teacher": "", "src_mt": " + relation", "srcl": " + relation + NT-Xent (4 views)"}[kind]
+    n_lb, n_ulb = len(batches[0]["labeled"]["image"]), len(batches[0]["unlabeled"]["image"])
     return Case(
         trainer_cls.__name__,
-        f"DenseNet121 {size[0]} px{views}",
+        model,
         f"{n_lb} lb + {n_ulb} ulb",
         n_lb + n_ulb,
         net,
         batches,
         lambda: PlainMeanTeacher(
-            *s.plain_args(net, _adam(params(), 1e-3, 1e-5)),
+            *s.plain_args(net, _adam(params(), lr, weight_decay)),
             loss_fn=loss_fn,
             unsup_weight=unsup,
+            unsup_every=unsup_every,
+            activation=activation,
             momentum=0.99,
+            warmup=warmup,
             **plain_extra,
         ),
         trainer,
@@ -698,10 +734,28 @@ def case_moco(s: Setup) -> Case:
     """S2MTS2's skin pretraining: DenseNet-121 (LeakyReLU) + 1024-1024-128 head, 2 key views, queue, shuffle-BN."""
     p = s.config("s2mts2_skin_classification", "pretrain")
     net = s.network(p)
-    size, bs, c, queue_size, dim = _sizes(p, "spatial_size", "pretrain_batch_size", "in_channels", "queue_size", "embedding_dim")
+    size, bs, c, queue_size, dim = _sizes(
+        p, "spatial_size", "pretrain_batch_size", "in_channels", "queue_size", "embedding_dim"
+    )
     views = 2
     batches = _views(s, bs, {"image_q": (c, *size), **{f"image_k{m}": (c, *size) for m in range(views)}})
-    lam = LinearRamp(2.0, 100, start=-1)
+    return moco_case(s, net, batches, views, queue_size, dim, f"DenseNet121 + 1024-1024-{dim} head {size[0]} px")
+
+
+def moco_case(
+    s: Setup,
+    net: nn.Module,
+    batches: list[dict],
+    views: int,
+    queue_size: int,
+    dim: int,
+    model: str,
+    lam: Callable[[int], float] | None = None,
+) -> Case:
+    """A MoCo v2 / JCL case on ``net`` (the query encoder) and ``batches`` (``image_q`` and ``views`` key views):
+    S2MTS2's SGD (0.03, momentum 0.9, weight decay 1e-4), key momentum 0.99, temperature 0.07, JCL's ``lam`` by
+    epoch (default ``LinearRamp(2, 100, start=-1)``), shuffle-BN over 2 chunks."""
+    lam = LinearRamp(2.0, 100, start=-1) if lam is None else lam
     opt = lambda: torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)  # noqa: E731
 
     def trainer(loader: Iterable) -> SSLTrainer:
@@ -719,9 +773,10 @@ def case_moco(s: Setup) -> Case:
             shuffle_seed=0,
         )
 
+    bs = len(batches[0]["image_q"])
     return Case(
         "MoCoTrainer",
-        f"DenseNet121 + 1024-1024-{dim} head {size[0]} px, queue {queue_size}",
+        f"{model}, queue {queue_size}",
         f"{bs} (query + {views} key views)",
         bs,
         net,
@@ -765,7 +820,9 @@ def case_dino(s: Setup) -> Case:
     two groups, cosine learning-rate, weight-decay and teacher-momentum schedules (no warm-up here)."""
     p = s.config("dino_skin_classification", "pretrain")
     net = s.network(p)
-    size, bs, c, n_local, out_dim = _sizes(p, "spatial_size", "pretrain_batch_size", "in_channels", "n_local_crops", "dino_out_dim")
+    size, bs, c, n_local, out_dim = _sizes(
+        p, "spatial_size", "pretrain_batch_size", "in_channels", "n_local_crops", "dino_out_dim"
+    )
     hidden, layers = _sizes(p, "vit_hidden_size", "vit_layers")
     local = [size[0] // 2, size[1] // 2]
     crops = {f"image_g{i}": (c, *size) for i in range(2)} | {f"image_l{i}": (c, *local) for i in range(n_local)}
@@ -818,7 +875,9 @@ def case_dino(s: Setup) -> Case:
 def case_cass(s: Setup) -> Case:
     p = s.config("cass_skin_classification", "pretrain")
     net = s.network(p)
-    size, bs, c, hidden, layers = _sizes(p, "spatial_size", "pretrain_batch_size", "in_channels", "vit_hidden_size", "vit_layers")
+    size, bs, c, hidden, layers = _sizes(
+        p, "spatial_size", "pretrain_batch_size", "in_channels", "vit_hidden_size", "vit_layers"
+    )
     batches = _views(s, bs, {"image_v": (c, *size)})
     loss_fn = CASSLoss()
     opt = lambda: _adam(net.param_groups(), 1e-3)  # noqa: E731
@@ -840,7 +899,9 @@ def case_cross_teaching(s: Setup) -> Case:
     small = {"spatial_size": [64, 64], "batch_size": 2, "unlabeled_batch_size": 2} if s.small else {}
     p = s.config("cross_teaching_skin_segmentation", "train", **small)
     net = s.network(p)
-    size, n_lb, n_ulb, c, k = _sizes(p, "spatial_size", "batch_size", "unlabeled_batch_size", "in_channels", "num_classes")
+    size, n_lb, n_ulb, c, k = _sizes(
+        p, "spatial_size", "batch_size", "unlabeled_batch_size", "in_channels", "num_classes"
+    )
     batches = _semi_batches(s, n_lb, n_ulb, (c, *size), lambda: s.randint(k, n_lb, 1, *size, dtype=torch.float32))
     loss_fn = CrossTeachingLoss().to(s.device)
     ramp = SigmoidRamp(0.1, 100)
@@ -854,7 +915,10 @@ def case_cross_teaching(s: Setup) -> Case:
         batches,
         lambda: PlainCrossTeaching(*s.plain_args(net, opt()), loss_fn=loss_fn, unsup_weight=ramp),
         lambda loader: CrossTeachingTrainer(
-            **s.trainer_kwargs(net, opt(), loader), loss_function=loss_fn, unsup_weight=ramp, unsup_weight_every="iteration"
+            **s.trainer_kwargs(net, opt(), loader),
+            loss_function=loss_fn,
+            unsup_weight=ramp,
+            unsup_weight_every="iteration",
         ),
         note="the trainer also outputs both networks' argmax pseudo labels",
     )
@@ -981,9 +1045,20 @@ def machine_note(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> list[Result]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES), metavar="ENGINE", help=f"subset of {', '.join(ENGINES)}")
-    p.add_argument("--curriculum-task", nargs="+", default=["rotation", "contrastive"], help="the curriculum stage(s) timed")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        choices=list(ENGINES),
+        default=list(ENGINES),
+        metavar="ENGINE",
+        help=f"subset of {', '.join(ENGINES)}",
+    )
+    p.add_argument(
+        "--curriculum-task", nargs="+", default=["rotation", "contrastive"], help="the curriculum stage(s) timed"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on both sides")
     p.add_argument("--steps", type=int, default=4, help="steps per round and side")
@@ -999,7 +1074,11 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
         for case in build_cases(engine, Setup(a.small, a.device, a.amp, a.seed), a.curriculum_task):
             results.append(measure(case, a.steps, a.rounds, a.device))
     print()
-    print("`" + " ".join(["python", "benchmarks/speed.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]) + "`")
+    print(
+        "`"
+        + " ".join(["python", "benchmarks/speed.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        + "`"
+    )
     print()
     print(f"Machine: {note}.")
     print()

@@ -28,7 +28,9 @@ def _speed():
 speed = _speed()
 
 #: every engine's case, the curriculum's two timed tasks apart
-CASES = [(e, None) for e in speed.ENGINES if e != "curriculum"] + [("curriculum", t) for t in ("rotation", "contrastive")]
+CASES = [(e, None) for e in speed.ENGINES if e != "curriculum"] + [
+    ("curriculum", t) for t in ("rotation", "contrastive")
+]
 
 STEPS = 2
 
