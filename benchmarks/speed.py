@@ -1027,6 +1027,31 @@ def measure(case: Case, steps: int, rounds: int, device: str) -> Result:
     )
 
 
+def profile(case: Case, steps: int, device: str) -> list[str]:
+    """Where an s4mi run of ``steps`` steps spends its time outside the maths: Ignite's
+    :class:`~ignite.handlers.HandlersTimeProfiler` times every event handler (the engine's own: EMA teachers, ramp
+    schedulers, stage switches) and the process function; lines of milliseconds per step, the costliest first, and
+    the plain loop's step beside the process function."""
+    from ignite.handlers import HandlersTimeProfiler
+
+    trainer = case.trainer(Cycle(case.batches, steps))
+    profiler = HandlersTimeProfiler()
+    profiler.attach(trainer)
+    trainer.run()
+    results = profiler.get_results()
+    handlers = [r for r in results[:-3] if isinstance(r[2], float)]
+    total_handlers = sum(r[2] for r in handlers)
+    processing = results[-2][2]
+    plain = case.plain().run(case.batches, steps)
+    lines = [
+        f"{case.label}: process function {processing / steps * 1e3:.1f} ms/step (plain loop step "
+        f"{plain * 1e3:.1f} ms), event handlers {total_handlers / steps * 1e3:.2f} ms/step in all"
+    ]
+    for name, event, total, *_ in sorted(handlers, key=lambda r: -r[2])[:6]:
+        lines.append(f"  {name} on {event}: {total / steps * 1e3:.2f} ms/step")
+    return lines
+
+
 HEADER = (
     "| engine | model | batch | plain ms/step | s4mi ms/step | ratio s4mi / plain (median, range) | images/s (s4mi) | "
     "peak memory MiB (plain / s4mi) |\n|---|---|---|---|---|---|---|---|"
@@ -1066,13 +1091,17 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--small", action="store_true", help="small images, batches and transformer widths (a smoke run)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", action="store_true", help="also time the s4mi side's event handlers per engine")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     note = machine_note(a)
     results = []
+    profiles: list[str] = []
     for engine in a.engines:
         for case in build_cases(engine, Setup(a.small, a.device, a.amp, a.seed), a.curriculum_task):
             results.append(measure(case, a.steps, a.rounds, a.device))
+            if a.profile:
+                profiles.extend(profile(case, a.steps, a.device))
     print()
     print(
         "`"
@@ -1091,6 +1120,9 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
         print("Notes: " + "; ".join(notes) + ".")
     if torch.device(a.device).type != "cuda":
         print("Peak memory is measured on CUDA only (-).")
+    if profiles:
+        print()
+        print("\n".join(profiles))
     bad = [r.case.label for r in results if not all(math.isfinite(x) for x in r.ratios)]
     if bad:
         raise SystemExit(f"non-finite ratios: {bad}")
