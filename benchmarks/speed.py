@@ -1060,7 +1060,20 @@ HEADER = (
 
 def machine_note(args: argparse.Namespace) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    device = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else platform.processor() or "cpu"
+    if torch.device(args.device).type == "cuda":
+        device = torch.cuda.get_device_name()
+    else:
+        cpuinfo = Path("/proc/cpuinfo")
+        names = (
+            [
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ]
+            if cpuinfo.exists()
+            else []
+        )
+        device = names[0] if names else platform.processor() or "CPU"
     return (
         f"{device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {args.threads} thread(s), "
         f"load average {load} at the start; {args.steps} steps x {args.rounds} rounds per engine"
