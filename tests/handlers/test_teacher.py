@@ -246,6 +246,40 @@ def test_foreach_update_equals_naive_loop() -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=name)
 
 
+def test_tensor_lists_are_gathered_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler walks the networks for their tensors once per run, not at every update (benchmarks/speed.py: the
+    walk cost more than the update); a resumed run walks them again."""
+    student = _bn_net()
+    teacher = EMATeacher(student, momentum=0.7)
+    gathered = []
+    pairs = teacher._pairs
+    monkeypatch.setattr(teacher, "_pairs", lambda: gathered.append(1) or pairs())
+    engine = _student_is_iteration(student, student[1])
+    teacher.attach(engine)
+    engine.run(range(5), max_epochs=1)
+    assert len(gathered) == 1
+    assert _w(teacher.ema_model) == pytest.approx(_ema([1.0, 2.0, 3.0, 4.0, 5.0], [0.7] * 5, 0.0), abs=1e-12)
+    engine.run(range(5), max_epochs=2)  # resumes: 5 more updates, one more walk
+    assert len(gathered) == 2
+    assert _w(teacher.ema_model) == pytest.approx(_ema([float(t) for t in range(1, 11)], [0.7] * 10, 0.0), abs=1e-12)
+
+
+def test_a_new_run_picks_up_replaced_tensors() -> None:
+    """A buffer replaced between runs (as ``Module.to`` replaces them) is the one the next run copies."""
+    student = _bn_net()
+    bn = student[1]
+    assert isinstance(bn, nn.BatchNorm1d)
+    teacher = EMATeacher(student, momentum=0.7)
+    engine = _student_is_iteration(student, bn)
+    teacher.attach(engine)
+    engine.run(range(4), max_epochs=1)
+    bn.running_mean = torch.zeros(2, dtype=torch.float64)  # a new tensor object, which the step now fills
+    engine.run(range(4), max_epochs=2)
+    t_bn = teacher.ema_model[1]
+    assert isinstance(t_bn, nn.BatchNorm1d)
+    torch.testing.assert_close(t_bn.running_mean, torch.full((2,), 80.0, dtype=torch.float64), rtol=0, atol=0)
+
+
 def test_teacher_gets_no_gradients() -> None:
     student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     teacher = EMATeacher(student)
