@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check (issue 25): on a CUDA machine, in at most 8 minutes (the steps' limits add up to 470 s), run the `gpu` tests, one epoch of a Mean Teacher,
-# an online pseudo-labelling and a DINO bundle with AMP, the Mean Teacher step throughput against a plain PyTorch loop
-# on the GPU, and the pseudo-label renderer with its cache on the device; write one report, gpu_check.md.
+# The GPU check (issue 25): on a CUDA machine, in at most 8 minutes (the steps' limits add up to 480 s), run the `gpu`
+# tests, one epoch of a Mean Teacher, an online pseudo-labelling and a DINO bundle with AMP, the throughput of every
+# engine against a plain PyTorch loop on the GPU (benchmarks/speed.py, fp32 and bf16), and the pseudo-label renderer
+# with its cache on the device; write one report, gpu_check.md.
 #
 #   bash benchmarks/gpu_check.sh [report folder]      # default: $OUT when set (the device tool), else benchmarks/results/gpu
 #
@@ -55,7 +56,7 @@ DEVICE=cpu
 [ "$CUDA" = 1 ] && DEVICE=cuda:0
 
 if [ "$CUDA" = 1 ]; then
-  step "gpu tests" 80 $PY -m pytest -q -m gpu -p no:cacheprovider tests/handlers tests/engines
+  step "gpu tests" 60 $PY -m pytest -q -m gpu -p no:cacheprovider tests/handlers tests/engines
 fi
 
 bundle() {  # bundle <name> <stage config> <extra args...>: one epoch of one stage through monai.bundle, AMP in bfloat16
@@ -76,12 +77,14 @@ report_metrics() {  # the last row of each metrics file of a run
 }
 step "mean_teacher_polyp_segmentation, 1 epoch, bf16" 80 bash -c "$(declare -f bundle report_metrics); PY=$PY DEVICE=$DEVICE WORK=$WORK; bundle mean_teacher_polyp_segmentation train.json --max_epochs 1 && report_metrics mean_teacher_polyp_segmentation"
 step "online_pseudolabel_polyp_segmentation, 1 + 1 epochs, bf16" 100 bash -c "$(declare -f bundle report_metrics); PY=$PY DEVICE=$DEVICE WORK=$WORK; bundle online_pseudolabel_polyp_segmentation pretrain.json --pretrain_epochs 1 && bundle online_pseudolabel_polyp_segmentation train.json --max_epochs 1 && report_metrics online_pseudolabel_polyp_segmentation"
-step "dino_skin_classification, 1 + 1 epochs, bf16" 80 bash -c "$(declare -f bundle report_metrics); PY=$PY DEVICE=$DEVICE WORK=$WORK; bundle dino_skin_classification pretrain.json --pretrain_epochs 1 && bundle dino_skin_classification train.json --max_epochs 1 && report_metrics dino_skin_classification"
+step "dino_skin_classification, 1 + 1 epochs, bf16" 70 bash -c "$(declare -f bundle report_metrics); PY=$PY DEVICE=$DEVICE WORK=$WORK; bundle dino_skin_classification pretrain.json --pretrain_epochs 1 && bundle dino_skin_classification train.json --max_epochs 1 && report_metrics dino_skin_classification"
 
 if [ "$CUDA" = 1 ]; then
-  step "Mean Teacher step: s4mi vs a plain loop on the GPU (DenseNet121, fp32 then bf16)" 70 bash -c \
-    "set -o pipefail; $PY benchmarks/engine_overhead.py --model densenet --device cuda --steps 20 --rounds 5 | tail -n 3 && $PY benchmarks/engine_overhead.py --model densenet --device cuda --amp --steps 20 --rounds 5 | tail -n 1"
-  step "pseudo-label renderer, cache on the device (FlexibleUNet densenet121, bf16)" 40 \
+  step "every engine: s4mi vs a plain loop on the GPU, fp32 (benchmarks/speed.py)" 60 \
+    $PY benchmarks/speed.py --device cuda --steps 10 --rounds 3
+  step "every engine: s4mi vs a plain loop on the GPU, bf16 autocast" 60 \
+    $PY benchmarks/speed.py --device cuda --amp --steps 10 --rounds 3
+  step "pseudo-label renderer, cache on the device (FlexibleUNet densenet121, bf16)" 30 \
     $PY benchmarks/render_throughput.py --device cuda --net flexunet --backbone densenet121 --amp --n 512 --batch 32 --rounds 3
 fi
 printf '\ntotal: %s s\n' "$(($(date +%s) - START))" | tee -a "$R"

@@ -55,7 +55,7 @@ class SSLTrainer(SupervisedTrainer):
     - ``compile``/``compile_kwargs``: the trained network is compiled by MONAI; MetaTensors become plain tensors
       before they reach it (MONAI's workaround for pytorch/pytorch#117026);
     - ``amp``/``amp_kwargs`` (``{"dtype": torch.bfloat16}`` or ``float16``): autocast on the device's type, the CPU
-      included (MONAI's trainers autocast ``"cuda"`` only), with MONAI's gradient scaler on CUDA;
+      included (MONAI's trainers autocast ``"cuda"`` only), with a gradient scaler on CUDA in float16;
     - ``accumulation_steps``, ``optim_set_to_none``: the same schedule as MONAI's
       ``SupervisedTrainer._iteration`` (zero the gradients on the first step of each accumulation window, step on
       its last or on the last iteration of the epoch, loss divided by the window). MONAI 1.6 keeps that code inside
@@ -119,10 +119,12 @@ class SSLTrainer(SupervisedTrainer):
 
     def run(self) -> None:  # type: ignore[override]
         """Train (continuing from the current state when called again): MONAI's ``Trainer.run``, with its CUDA
-        gradient scaler made only when training on CUDA with ``amp``."""
+        gradient scaler made only when training on CUDA with ``amp`` in float16 (bfloat16 has float32's range and
+        needs no scaling; MONAI makes the scaler for any ``amp``, and it synchronises the GPU at every step)."""
         from monai.engines.workflow import Workflow
 
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.autocast_device == "cuda" else None
+        fp16 = self.amp_kwargs.get("dtype", torch.float16) == torch.float16  # autocast's CUDA default
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.autocast_device == "cuda" and fp16 else None
         Workflow.run(self)
 
     # ----------------------------------------------------------------------------------------------- helpers

@@ -221,3 +221,25 @@ def test_amp_autocasts_on_the_cpu(dtype: torch.dtype) -> None:
     assert not torch.equal(before["0.weight"], net.state_dict()["0.weight"])
     plain = _run(_SupervisedStep, _data(2))[1]
     assert all(torch.isfinite(torch.tensor(plain)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("dtype", "scaled"), [(torch.float16, True), (torch.bfloat16, False)])
+def test_cuda_amp_scales_float16_only(dtype: torch.dtype, scaled: bool) -> None:
+    """On CUDA a gradient scaler guards float16 steps; bfloat16 needs none (MONAI makes one for any dtype, and it
+    synchronises the GPU at every step)."""
+    data = [{"image": torch.rand(4, 3), "label": torch.rand(4, 1)} for _ in range(2)]
+    net = _net().cuda()
+    trainer = FullySupervisedTrainer(
+        device="cuda",
+        max_epochs=1,
+        train_data_loader=data,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+        loss_function=torch.nn.MSELoss(),
+        amp=True,
+        amp_kwargs={"dtype": dtype},
+    )
+    trainer.run()
+    assert (trainer.scaler is not None) is scaled
+    assert all(torch.isfinite(p).all() for p in net.parameters())
