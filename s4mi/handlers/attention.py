@@ -39,7 +39,13 @@ def attention_share(cam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(torch.float32).tiny), torch.nan)
 
 
-def grad_cam(network: nn.Module, x: torch.Tensor, target_layer: str, class_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(
+    network: nn.Module,
+    x: torch.Tensor,
+    target_layer: str,
+    class_idx: torch.Tensor | None = None,
+    cam: GradCAM | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM maps ``B 1 H W`` (upsampled to the image, not normalised) and the class each one explains.
 
     MONAI's :class:`~monai.visualize.GradCAM` does the maths. Two things are done around it: its ``class_idx=None``
@@ -55,11 +61,13 @@ def grad_cam(network: nn.Module, x: torch.Tensor, target_layer: str, class_idx: 
         target_layer: the layer whose activations and gradients weigh the map (``class_layers.relu``: the last
             feature map of a MONAI DenseNet).
         class_idx: the class per image (None: each image's highest logit).
+        cam: a GradCAM of this network and layer made by an earlier call (MONAI's GradCAM registers its hooks on the
+            network for good, so a caller running many batches makes one and passes it).
 
     Returns:
         ``(maps, class_idx)``.
     """
-    cam = GradCAM(network, target_layers=target_layer, postprocessing=lambda m: m)
+    cam = cam or GradCAM(network, target_layers=target_layer, postprocessing=_identity)
     if class_idx is None:
         with torch.no_grad():
             was = network.training
@@ -73,6 +81,10 @@ def grad_cam(network: nn.Module, x: torch.Tensor, target_layer: str, class_idx: 
             maps[sel] = cam(x[sel], class_idx=int(c)).detach().float()
     network.zero_grad(set_to_none=True)
     return maps, class_idx
+
+
+def _identity(m: torch.Tensor) -> torch.Tensor:
+    return m
 
 
 class AttentionInMask:
@@ -126,6 +138,7 @@ class AttentionInMask:
             ValueError: a mask's size differs from its image's.
         """
         rows: list[dict[str, Any]] = []
+        cam = GradCAM(self.network, target_layers=self.target_layer, postprocessing=_identity)
         for batch in self.loader:
             if self.image_key not in batch or self.mask_key not in batch:
                 raise KeyError(f"attention batch lacks {self.image_key!r} or {self.mask_key!r} (has {sorted(batch)})")
@@ -137,7 +150,7 @@ class AttentionInMask:
                 raise ValueError(
                     f"mask size {tuple(mask.shape[-2:])} differs from the image size {tuple(x.shape[-2:])} ({files[:1]})"
                 )
-            maps, cls = grad_cam(self.network, x, self.target_layer)
+            maps, cls = grad_cam(self.network, x, self.target_layer, cam=cam)
             shares = attention_share(maps, mask[:, :1])
             area = (mask[:, :1] > 0.5).float().flatten(1).mean(1)
             for i in range(x.shape[0]):

@@ -88,3 +88,13 @@ def test_data_prefetch_changes_nothing_but_the_wait(tmp_path: Path) -> None:
         outs[prefetch] = torch.load(next((out / "resume").glob("*.pt")), weights_only=True)["model"]
     assert outs["0"].keys() == outs["2"].keys()
     assert all(torch.equal(outs["0"][k], outs["2"][k]) for k in outs["0"]), "prefetching changed the training"
+
+
+@pytest.mark.parametrize("given", ["false", "False", False, "0"])
+def test_amp_off_as_the_command_line_gives_it(given: object) -> None:
+    """fire hands `--amp false` over as the string "false", which is truthy: the trainer must read it as off."""
+    parser = ConfigParser()
+    parser.read_config(str(_configs("mean_teacher_cxr_classification") / "train.json"))
+    parser.update({"amp": given})
+    assert parser.get_parsed_content("train#trainer#amp") is False
+    assert parser.get_parsed_content("validate#evaluator#amp") is False
