@@ -119,3 +119,14 @@ def test_consolidation_overlay_is_a_binary_task() -> None:
     assert parser.get_parsed_content("classes") == [5]
     meta = json.loads((_configs(NAME) / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"]["5"] == "consolidation"
+
+
+def test_reset_optimizer_flag_as_the_command_line_gives_it() -> None:
+    from monai.bundle import ConfigParser
+
+    from tests.bundles.test_bundles import _configs
+
+    parser = ConfigParser()
+    parser.read_config(str(_configs(NAME) / "pretrain.json"))
+    parser.update({"reset_optimizer": "false"})
+    assert parser.get_parsed_content("train#trainer#reset_optimizer") is False
