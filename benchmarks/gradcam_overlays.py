@@ -56,7 +56,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=6)
     a = p.parse_args()
     scratch, best = pick(a.out, a.fraction)
-    runs = {name: a.out / "runs" / m / f"frac{a.fraction}" / f"seed{a.seed}" for name, m in (("scratch", scratch), ("curriculum", best))}
+    runs = {
+        name: a.out / "runs" / m / f"frac{a.fraction}" / f"seed{a.seed}"
+        for name, m in (("scratch", scratch), ("curriculum", best))
+    }
     split = json.loads((runs["scratch"] / "split.json").read_text())
     items = [d for d in split["test"] if "mask" in d and any(d["label"])][: a.n]
     load = Compose(

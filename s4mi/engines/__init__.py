@@ -6,13 +6,13 @@ from s4mi.keys import Keys
 
 from .base import FullySupervisedTrainer, LabelLeakError, SSLTrainer, untrained_parameters
 from .cass import CASSTrainer
-from .curriculum import CurriculumTrainer, StageCosine, curriculum_epochs, parse_curriculum, stage_ends
 from .cross_teaching import (
     OPTIMIZER_RECIPES,
     CrossTeachingTrainer,
     cross_teaching_lr_scheduler,
     cross_teaching_optimizer,
 )
+from .curriculum import CurriculumTrainer, StageCosine, curriculum_epochs, parse_curriculum, stage_ends
 from .dino import DINOTrainer, clip_gradients, dino_param_groups
 from .mean_teacher import MeanTeacherTrainer
 from .moco import MoCoTrainer

@@ -43,7 +43,7 @@ def parse_curriculum(curriculum: Any) -> list[tuple[str, int]]:
         raise ValueError("the curriculum is empty: give at least one [task, epochs] stage")
     out = []
     for i, stage in enumerate(stages):
-        if isinstance(stage, Mapping) or isinstance(stage, str) or len(stage) != 2:
+        if isinstance(stage, (Mapping, str)) or len(stage) != 2:
             raise ValueError(f"curriculum stage {i} is {stage!r}; each stage is [task, epochs]")
         task, epochs = stage
         try:

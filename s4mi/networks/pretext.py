@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -187,7 +187,9 @@ class PretextTask(nn.Module):
     name: str = ""
     views: int = 1
 
-    def forward(self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
@@ -205,7 +207,9 @@ class RotationTask(PretextTask):
         super().__init__()
         self.head = nn.Linear(in_features, 4)
 
-    def forward(self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         k = _draw(4, x_1.shape[0]).to(x_1.device)
         logits = self.head(net.pooled(rotate_batch(x_1, k)))
         return {"loss": F.cross_entropy(logits.float(), k), "acc": _accuracy(logits, k)}
@@ -224,12 +228,16 @@ class JigsawTask(PretextTask):
 
     name = "jigsaw"
 
-    def __init__(self, in_features: int = 1024, grid: int = 2, num_permutations: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, in_features: int = 1024, grid: int = 2, num_permutations: int | None = None, seed: int = 0
+    ) -> None:
         super().__init__()
         self.register_buffer("permutations", jigsaw_permutations(grid, num_permutations, seed))
         self.head = nn.Linear(in_features, len(self.permutations))
 
-    def forward(self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         index = _draw(len(self.permutations), x_1.shape[0]).to(x_1.device)
         logits = self.head(net.pooled(jigsaw_batch(x_1, self.permutations, index)))
         return {"loss": F.cross_entropy(logits.float(), index), "acc": _accuracy(logits, index)}
@@ -274,14 +282,20 @@ class MaskedReconstructionTask(PretextTask):
             raise ValueError(f"the feature map's stride must be a power of 2, got {stride}")
         layers: list[nn.Module] = [nn.Conv2d(in_features, width, 1), nn.ReLU(inplace=True)]
         for _ in range(int(math.log2(stride))):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+            ]
         layers.append(nn.Conv2d(width, out_channels, 1))
         self.decoder = nn.Sequential(*layers)
         sizes = dict(holes=holes, max_holes=max_holes, spatial_size=hole_size, max_spatial_size=max_hole_size, prob=1.0)
         self.dropout = RandCoarseDropout(fill_value=0.0, **sizes)
         self.shuffle = RandCoarseShuffle(**sizes) if fill == "shuffle" else None
 
-    def forward(self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         inputs, mask = coarse_mask(x_1.detach(), self.dropout, self.shuffle)
         pred = self.decoder(net.feature_map(inputs))
         if pred.shape[-2:] != x_1.shape[-2:]:
@@ -302,12 +316,16 @@ class ContrastiveTask(PretextTask):
     name = "contrastive"
     views = 2
 
-    def __init__(self, in_features: int = 1024, hidden_features: int = 512, out_features: int = 128, temperature: float = 0.5) -> None:
+    def __init__(
+        self, in_features: int = 1024, hidden_features: int = 512, out_features: int = 128, temperature: float = 0.5
+    ) -> None:
         super().__init__()
         self.head = ProjectionHead(in_features, hidden_features, out_features, norm="batch")
         self.loss = ContrastiveLoss(temperature=temperature)
 
-    def forward(self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, net: CurriculumNetwork, x_1: torch.Tensor, x_2: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         if x_2 is None:
             raise ValueError("the contrastive task needs two views of each image")
         z = F.normalize(self.head(net.pooled(torch.cat([x_1, x_2]))), dim=1)
@@ -375,9 +393,6 @@ class CurriculumNetwork(nn.Module):
         if task not in self.tasks:
             raise KeyError(f"this network has no pretext task {task!r} (has {sorted(self.tasks)})")
         return self.tasks[task](self, x_1, x_2)
-
-    def task_names(self) -> Sequence[str]:
-        return list(self.tasks)
 
 
 def curriculum_network(

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from tests.bundles.test_bundles import _bundle_cmd, _run
-from tests.bundles.test_resume_kill import _mid_epoch_checkpoint
 
 NAME = "curricular_ssl_cxr_classification"
 CURRICULUM = "rotation:1+reconstruction:1+jigsaw:1+contrastive:1"
@@ -58,7 +57,9 @@ def test_curriculum_stages_kill_resume_and_attention(tmp_path: Path) -> None:
 
     # kill -9 in the middle of the third stage, rerun the same command
     cmd = _bundle_cmd(NAME, "pretrain.json", *_args(killed))
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 600
 
     def in_third_stage() -> bool:
@@ -97,7 +98,8 @@ def test_curriculum_stages_kill_resume_and_attention(tmp_path: Path) -> None:
     assert "loaded the pretrained backbone" in log
     _run(_bundle_cmd(NAME, ["train.json", "evaluate.json"], *_args(full)), cwd=tmp_path)
     test = [json.loads(x) for x in (full / "test_metrics.jsonl").read_text().splitlines()][-1]
-    per_image = list(csv.DictReader(open(full / "attention_in_lung.csv")))
+    with open(full / "attention_in_lung.csv") as f:
+        per_image = list(csv.DictReader(f))
     split = json.loads((full / "split.json").read_text())
     assert len(per_image) == len(split["test"])
     shares = [float(r["share"]) for r in per_image if r["share"] != "nan"]

@@ -31,7 +31,9 @@ def test_every_trainer_takes_the_settings(name: str) -> None:
         {"amp": True, "amp_dtype": "bfloat16", "channels_last": True, "compile": True, "compile_kwargs": {"mode": "x"}}
     )
     assert parser.get("train#trainer#_target_")
-    resolved = {k: parser.get_parsed_content(f"train#trainer#{k}") for k in ("amp", "amp_kwargs", "to_kwargs", "compile")}
+    resolved = {
+        k: parser.get_parsed_content(f"train#trainer#{k}") for k in ("amp", "amp_kwargs", "to_kwargs", "compile")
+    }
     assert resolved["amp"] is True and resolved["amp_kwargs"] == {"dtype": torch.bfloat16}
     dims = len(parser.get_parsed_content("spatial_size"))
     assert resolved["to_kwargs"] == {"memory_format": torch.channels_last if dims == 2 else torch.channels_last_3d}
@@ -83,7 +85,15 @@ def test_data_prefetch_changes_nothing_but_the_wait(tmp_path: Path) -> None:
     outs = {}
     for prefetch in ("0", "2"):
         out = tmp_path / f"prefetch{prefetch}"
-        args = [*_train_args(out, epochs=1, name=name), "--unlabeled_batch_size", "8", "--epoch_length", "3", "--data_prefetch", prefetch]
+        args = [
+            *_train_args(out, epochs=1, name=name),
+            "--unlabeled_batch_size",
+            "8",
+            "--epoch_length",
+            "3",
+            "--data_prefetch",
+            prefetch,
+        ]
         _run(_bundle_cmd(name, "train.json", *args), cwd=tmp_path)
         outs[prefetch] = torch.load(next((out / "resume").glob("*.pt")), weights_only=True)["model"]
     assert outs["0"].keys() == outs["2"].keys()

@@ -93,7 +93,9 @@ def moco(world: int, rank: int) -> dict[str, dict[str, torch.Tensor]]:
         for s in range(STEPS)
     ]
     torch.manual_seed(0)
-    encoder = EncoderWithHead(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU()), torch.nn.Linear(16, 8))
+    encoder = EncoderWithHead(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU()), torch.nn.Linear(16, 8)
+    )
     model = _wrap(encoder, world)
     key_encoder = EMATeacher(model, momentum=0.9)
     torch.manual_seed(1)

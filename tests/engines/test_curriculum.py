@@ -99,7 +99,11 @@ def test_stage_handover_keeps_the_backbone_bit_identical(tmp_path: Path) -> None
 
     t.run()
     assert sorted({(e, task) for e, task in tasks_run}) == [
-        (1, "rotation"), (2, "rotation"), (3, "jigsaw"), (4, "contrastive"), (5, "contrastive")
+        (1, "rotation"),
+        (2, "rotation"),
+        (3, "jigsaw"),
+        (4, "contrastive"),
+        (5, "contrastive"),
     ]
     files = sorted(p.name for p in tmp_path.glob("*.pt"))
     assert files == ["stage0_rotation.pt", "stage1_jigsaw.pt", "stage2_contrastive.pt"]
@@ -165,14 +169,23 @@ def test_configuration_errors_are_named() -> None:
     net = curriculum_network(densenet(), [["rotation", 1]])
     with pytest.raises(ValueError, match=r"not the network's"):
         CurriculumTrainer(
-            device="cpu", max_epochs=2, train_data_loader=_loader(), network=net,
-            optimizer=torch.optim.SGD(net.parameters(), lr=0.1), curriculum="rotation:1+jigsaw:1",
+            device="cpu",
+            max_epochs=2,
+            train_data_loader=_loader(),
+            network=net,
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+            curriculum="rotation:1+jigsaw:1",
         )
     net = curriculum_network(densenet(), [["contrastive", 1]])
     with pytest.raises(ValueError, match="two views"):
         CurriculumTrainer(
-            device="cpu", max_epochs=1, train_data_loader=_loader(), network=net,
-            optimizer=torch.optim.SGD(net.parameters(), lr=0.1), curriculum="contrastive:1", view_keys=["image_v0"],
+            device="cpu",
+            max_epochs=1,
+            train_data_loader=_loader(),
+            network=net,
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+            curriculum="contrastive:1",
+            view_keys=["image_v0"],
         )
 
 

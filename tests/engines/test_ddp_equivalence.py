@@ -23,8 +23,19 @@ SCRIPT = Path(script.__file__)
 def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(SCRIPT), str(tmp_path),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(SCRIPT),
+        str(tmp_path),
     ]
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
@@ -42,7 +53,9 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path: Path) -> N
     mt = single["mean_teacher"]
     assert not all(torch.equal(mt["student"][k], start[k]) for k in start)
     assert not all(torch.equal(mt["student"][k], mt["teacher"][k]) for k in start)
-    assert int(single["moco"]["queue"]["ptr"]) == script.STEPS * script.WORLD * script.LOCAL % (4 * script.WORLD * script.LOCAL)
+    assert int(single["moco"]["queue"]["ptr"]) == script.STEPS * script.WORLD * script.LOCAL % (
+        4 * script.WORLD * script.LOCAL
+    )
 
 
 def test_halves_of_the_batch_are_not_the_whole_batch() -> None:

@@ -91,7 +91,8 @@ def test_handler_writes_the_mean_share_and_a_row_per_image(tmp_path: Path) -> No
     want = attention_share(maps, masks)
     assert torch.isfinite(want).sum() >= 3, want
     assert engine.state.metrics["val_attention_in_lung"] == pytest.approx(want.nanmean().item(), rel=1e-5)
-    rows = list(csv.DictReader(open(tmp_path / "att.csv")))
+    with open(tmp_path / "att.csv") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 5
     assert [float(r["share"]) for r in rows] == pytest.approx(want.tolist(), rel=1e-5, nan_ok=True)
     assert all(float(r["mask_area"]) == pytest.approx(48 / 256) for r in rows)
