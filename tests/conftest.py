@@ -84,6 +84,20 @@ def s4mi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def run_two_ranks(script: Path, out: Path, timeout: int = 300) -> None:
+    """Run ``script out`` under torchrun with 2 processes on this machine (gloo), one thread each; fail with its
+    output when it fails. The script writes its per-rank results under ``out``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2"]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), str(out)]
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now (for gloo rendezvous and test servers)."""
     import socket

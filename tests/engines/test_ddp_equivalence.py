@@ -3,16 +3,13 @@ Teacher (student and EMA teacher) and MoCo/JCL (query and key encoders, and the 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from tests.conftest import REPO, free_port
+from tests.conftest import run_two_ranks
 from tests.engines import _equivalence_script as script
 
 SCRIPT = Path(script.__file__)
@@ -21,24 +18,7 @@ SCRIPT = Path(script.__file__)
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(SCRIPT),
-        str(tmp_path),
-    ]
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    run_two_ranks(SCRIPT, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     single = script.run_all(world=1, rank=0)
     start = script._net().state_dict()

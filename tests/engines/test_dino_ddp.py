@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from tests.conftest import REPO, free_port
+from tests.conftest import run_two_ranks
 
 SCRIPT = Path(__file__).with_name("_dino_ddp_script.py")
 
@@ -28,24 +25,7 @@ def _replay_centre(means: list[torch.Tensor], momentum: float = 0.9) -> torch.Te
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 def test_two_rank_dino_shares_centre_and_teacher(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(SCRIPT),
-        str(tmp_path),
-    ]
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    run_two_ranks(SCRIPT, tmp_path, timeout=120)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["iterations"] == r1["iterations"] == 3
