@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Files whose module-scoped fixture takes one parameter per bundle (a bundle trained once per parameter): under
+# pytest-xdist their tests are scheduled by that parameter, so the bundles train on every worker, each once.
+SCOPED_BY_PARAMETER = ("tests/bundles/test_bundles.py",)
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work a pytest-xdist worker takes under ``--dist loadscope`` (README's test command): a test file,
+    so that a module-scoped fixture (a trained bundle, a phantom) is made on one worker only, or, in the files of
+    ``SCOPED_BY_PARAMETER``, a file and the test's parameter.
+
+    pytest-xdist's own scopes are the module (or class); its ``loadgroup`` marks do not take with pytest 9, whose
+    node ids no longer follow the ``_nodeid`` that pytest-xdist 3.8 appends the group to."""
+    path, _, rest = nodeid.partition("::")
+    if path in SCOPED_BY_PARAMETER and rest.endswith("]") and "[" in rest:
+        return f"{path}::{rest[rest.index('[') + 1 : -1]}"
+    return path
+
+
+if importlib.util.find_spec("xdist") is not None:  # a hook pytest only accepts when pytest-xdist is installed
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        if config.getvalue("dist") != "loadscope":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class FileOrParameterScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return xdist_scope(nodeid)
+
+        return FileOrParameterScheduling(config, log)
+
+
+def subprocess_threads() -> str:
+    """``OMP_NUM_THREADS`` for the bundle runs and servers a test starts: 2 (the machine's cores), or under
+    pytest-xdist (README's ``-n 2``) this worker's share of the cores, so two workers do not oversubscribe them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    return str(max(1, (os.cpu_count() or 1) // workers)) if workers > 1 else "2"
+
+
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) > 1:  # each worker computes on its share of the cores
+    torch.set_num_threads(int(subprocess_threads()))
+    os.environ["OMP_NUM_THREADS"] = subprocess_threads()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -50,3 +50,17 @@ def test_schema_from_the_environment_runs_the_check(tmp_path: Path) -> None:
     proc = _pytest(schema_env=str(copy))
     assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
     assert "s4mi: bundle metadata NOT verified" not in proc.stdout
+
+
+def test_xdist_scope_keeps_a_file_together_and_splits_test_bundles_by_bundle() -> None:
+    from tests.conftest import xdist_scope
+
+    assert xdist_scope("tests/data/test_phantoms.py::test_skin[3]") == "tests/data/test_phantoms.py"
+    assert xdist_scope("tests/engines/test_dino.py::TestX::test_y") == "tests/engines/test_dino.py"
+    bundles = "tests/bundles/test_bundles.py"
+    trained = {
+        xdist_scope(f"{bundles}::{t}[mean_teacher_skin_classification]") for t in ("test_inference", "test_ckpt_export")
+    }
+    assert trained == {f"{bundles}::mean_teacher_skin_classification"}
+    assert xdist_scope(f"{bundles}::test_inference[supervised_skin_classification]") != trained.pop()
+    assert xdist_scope(f"{bundles}::test_bundles_found") == bundles

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.bundles.test_bundles import PHANTOM_N, _bundle_cmd, _run
-from tests.conftest import REPO
+from tests.conftest import REPO, subprocess_threads
 
 NAME = "supervised_polyp_segmentation"
 NAN_LOSS = {
@@ -49,7 +49,7 @@ def test_nan_loss_stops_the_bundle_and_a_lower_lr_resume_goes_on(tmp_path: Path)
 
     # epoch 2 with a loss that is NaN from its first step: with a resume checkpoint after every step, plain
     # TerminateOnNan (at ITERATION_COMPLETED) would have saved the NaN weights over the epoch-1 checkpoint
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS=subprocess_threads(), PYTHONPATH=str(REPO))
     nan = subprocess.run(_cmd(out, 3, "--loss", repr(NAN_LOSS)), cwd=tmp_path, capture_output=True, text=True, env=env)
     assert nan.returncode != 0
     log = nan.stdout + nan.stderr

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.bundles.test_bundles import PHANTOM_N, _bundle_cmd, _run
+from tests.conftest import subprocess_threads
 
 EPOCHS = 3
 
@@ -51,7 +52,7 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path, name: 
     _run(_bundle_cmd(name, "train.json", *_args(full, name)), cwd=tmp_path)
 
     cmd = _bundle_cmd(name, "train.json", *_args(killed, name))
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = dict(os.environ, OMP_NUM_THREADS=subprocess_threads())
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while not _mid_epoch_checkpoint(killed / "resume"):

@@ -45,7 +45,7 @@ from s4mi.label import (
     save_pseudo_label,
     write_app,
 )
-from tests.conftest import BUNDLES, REPO, free_port
+from tests.conftest import BUNDLES, REPO, free_port, subprocess_threads
 
 LABEL_VENV = Path(os.environ.get("S4MI_LABEL_VENV") or REPO / ".venv-label")  # scripts/setup_label.sh makes it
 MONAILABEL = LABEL_VENV / "bin" / "monailabel"
@@ -272,7 +272,7 @@ def start_server(tmp_path: Path) -> Iterator:
             # the monailabel script runs `python -m monailabel.main` with the first python on PATH
             MONAILABEL_PYEXE=str(LABEL_VENV / "bin" / "python"),
             VIRTUAL_ENV=str(LABEL_VENV),
-            OMP_NUM_THREADS="2",
+            OMP_NUM_THREADS=subprocess_threads(),
             S4MI_CACHE=str(tmp_path / "s4mi_cache"),  # nothing a bundle makes lands in the user's cache
             BUNDLE_DOWNLOAD_SRC="github",
             MONAI_LABEL_SESSION_PATH=str(tmp_path / "sessions"),
