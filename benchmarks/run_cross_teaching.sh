@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 S4MI=.venv/bin/s4mi
 $S4MI benchmark --task skin_seg --methods cross_teaching_skin_segmentation supervised_skin_segmentation \
     --fractions 0.1 0.3 0.5 0.7 1.0 --seeds 0 1 2 --threads 1 --jobs 2 --out benchmarks/results/cross_teaching_skin
-$S4MI benchmark --task ct3d --phantom-n 40 --methods cross_teaching_ct_segmentation mean_teacher_ct_segmentation:consistency_weight=0 \
+$S4MI benchmark --task ct3d --phantom-n 40 --methods cross_teaching_ct_segmentation supervised_ct_segmentation \
     --fractions 0.2 --seeds 0 --threads 1 --jobs 2 --out benchmarks/results/cross_teaching_ct

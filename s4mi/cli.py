@@ -17,6 +17,7 @@ DEFAULT_METHODS = {
     "skin": ["supervised_skin_classification"],
     "skin_seg": ["supervised_skin_segmentation"],
     "polyp": ["supervised_polyp_segmentation"],
+    "ct3d": ["supervised_ct_segmentation"],
 }
 
 
