@@ -16,6 +16,7 @@ __all__ = [
     "MeanAUCMetric",
     "TopOneAccuracyMetric",
     "mean_auc",
+    "per_class_metrics",
     "top1_accuracy",
 ]
 
@@ -47,6 +48,47 @@ def mean_auc(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[float, list[float]]
         per_class.append(_calculate(pc, yc))
     defined = [a for a in per_class if not np.isnan(a)]
     return (float(np.mean(defined)) if defined else float("nan")), per_class
+
+
+_CONFUSION_COLUMNS = {
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "accuracy": "accuracy",
+    "f1": "f1 score",
+}
+
+
+def per_class_metrics(
+    y_pred: torch.Tensor, y_pred_class: torch.Tensor, y: torch.Tensor, class_names: list[str]
+) -> list[dict[str, float | str]]:
+    """One row per class: one-vs-rest AUC (:func:`mean_auc`), sensitivity, specificity, accuracy and F1 of the
+    discrete predictions (MONAI's confusion-matrix metrics over the whole set), and the class's positives; then a
+    ``mean`` row, the mean over classes where each is defined (as :func:`mean_auc` and
+    :class:`MacroConfusionMatrixMetric`), with the total of positives.
+
+    Args:
+        y_pred: scores, ``B C``. y_pred_class: discrete one-hot (or multi-hot) predictions, ``B C``.
+        y: targets in {0, 1}, ``B C``. class_names: ``C`` names.
+    """
+    if not (y_pred.shape == y_pred_class.shape == y.shape) or y.ndim != 2 or y.shape[1] != len(class_names):
+        raise ValueError(
+            f"per_class_metrics expects scores, predictions and targets of shape B C with C = {len(class_names)} "
+            f"class names, got {tuple(y_pred.shape)}, {tuple(y_pred_class.shape)} and {tuple(y.shape)}"
+        )
+    mean_of_auc, auc = mean_auc(y_pred, y)
+    counts = get_confusion_matrix(y_pred_class.float(), y.float(), include_background=True).sum(dim=0)
+    values = {k: compute_confusion_matrix_metric(name, counts) for k, name in _CONFUSION_COLUMNS.items()}
+    rows: list[dict[str, float | str]] = []
+    for c, name in enumerate(class_names):
+        row: dict[str, float | str] = {"class": name, "auc": auc[c]}
+        row.update({k: float(v[c]) for k, v in values.items()})
+        row["positives"] = float(y[:, c].sum())
+        rows.append(row)
+    mean: dict[str, float | str] = {"class": "mean", "auc": mean_of_auc}
+    mean.update({k: float(torch.nanmean(v)) for k, v in values.items()})
+    mean["positives"] = float(y.sum())
+    rows.append(mean)
+    return rows
 
 
 class MeanAUCMetric(ROCAUCMetric):

@@ -193,3 +193,91 @@ def test_macro_confusion_metric_equals_the_metric_object() -> None:
         metric = MacroConfusionMatrixMetric(name)
         metric(y_pred=pred, y=y)
         assert macro_confusion_metric(pred, y, name) == pytest.approx(float(metric.aggregate()[0]), abs=1e-6)
+
+
+def _naive_per_class(scores: np.ndarray, truth: np.ndarray) -> list[dict[str, float]]:
+    """Each class's one-vs-rest AUC and confusion metrics of the arg-max prediction, written out in numpy."""
+    n, c = scores.shape
+    pred = scores.argmax(axis=1)
+    rows = []
+    for k in range(c):
+        tp = float(np.sum((pred == k) & (truth == k)))
+        fp = float(np.sum((pred == k) & (truth != k)))
+        fn = float(np.sum((pred != k) & (truth == k)))
+        tn = n - tp - fp - fn
+        rows.append(
+            {
+                "auc": naive_auc(scores[:, k].tolist(), (truth == k).astype(int).tolist()),
+                "sensitivity": tp / (tp + fn),
+                "specificity": tn / (tn + fp),
+                "accuracy": (tp + tn) / n,
+                "f1": 2 * tp / (2 * tp + fp + fn),
+                "positives": tp + fn,
+            }
+        )
+    return rows
+
+
+def _skin_items(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, torch.Tensor]]]:
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, c, n)
+    scores = rng.random((n, c)) + 0.4 * np.eye(c)[truth]
+    items = [
+        {
+            "pred": torch.tensor(scores[i], dtype=torch.float32),
+            "pred_class": torch.nn.functional.one_hot(torch.tensor(scores[i].argmax()), c).float(),
+            "label": torch.nn.functional.one_hot(torch.tensor(truth[i]), c).float(),
+        }
+        for i in range(n)
+    ]
+    return scores, truth, items
+
+
+def test_per_class_metrics_match_the_naive_reference_and_the_macro_metrics() -> None:
+    from s4mi.metrics import MacroConfusionMatrixMetric, per_class_metrics
+
+    scores, truth, items = _skin_items(60, 4, seed=3)
+    stack = {k: torch.stack([it[k] for it in items]) for k in ("pred", "pred_class", "label")}
+    rows = per_class_metrics(stack["pred"], stack["pred_class"], stack["label"], ["a", "b", "c", "d"])
+    ref = _naive_per_class(scores, truth)
+    assert [r["class"] for r in rows] == ["a", "b", "c", "d", "mean"]
+    for row, want in zip(rows, ref):
+        for key, value in want.items():
+            assert row[key] == pytest.approx(value, abs=1e-6), (row["class"], key)
+    mean = rows[-1]
+    assert mean["auc"] == pytest.approx(mean_auc(stack["pred"], stack["label"])[0])
+    for key, name in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("f1", "f1 score")):
+        macro = MacroConfusionMatrixMetric(name)
+        macro(stack["pred_class"], stack["label"])
+        assert mean[key] == pytest.approx(float(macro.aggregate()[0]), abs=1e-6), key
+    assert mean["positives"] == 60
+    with pytest.raises(ValueError, match="C = 3 class names"):
+        per_class_metrics(stack["pred"], stack["pred_class"], stack["label"], ["a", "b", "c"])
+
+
+def test_per_class_handler_writes_one_row_per_class_over_the_whole_evaluation(tmp_path: Path) -> None:
+    import csv
+
+    from ignite.engine import Engine
+
+    from s4mi.handlers import PerClassMetrics
+
+    scores, truth, items = _skin_items(45, 3, seed=4)
+    batches = [items[i : i + 10] for i in range(0, 45, 10)]  # decollated outputs, as MONAI's evaluators give
+    engine = Engine(lambda e, batch: batch)
+    handler = PerClassMetrics(["x", "y", "z"], folder=tmp_path / "eval", file_name="per_class.csv")
+    handler.attach(engine)
+    engine.run(batches, max_epochs=2)  # the second epoch starts afresh: the rows cover 45 items, not 90
+    with open(tmp_path / "eval" / "per_class.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in rows] == ["x", "y", "z", "mean"]
+    for row, want in zip(rows, _naive_per_class(scores, truth)):
+        assert float(row["auc"]) == pytest.approx(want["auc"], abs=1e-6)
+        assert float(row["f1"]) == pytest.approx(want["f1"], abs=1e-6)
+        assert float(row["positives"]) == want["positives"]
+    assert float(rows[-1]["positives"]) == 45
+
+    wrong = Engine(lambda e, batch: batch)
+    PerClassMetrics(["only", "two"], folder=tmp_path).attach(wrong)
+    with pytest.raises(ValueError, match="3 class score.*class_names names 2"):
+        wrong.run(batches, max_epochs=1)

@@ -15,7 +15,7 @@ from .checkpoint import (
 )
 from .console import EpochLossLogger, RunLengthLogger
 from .contrastive import ContrastiveMonitor
-from .metrics import MacroConfusionMatrix, MeanAUC, PerSourceMetrics, TopOneAccuracy
+from .metrics import MacroConfusionMatrix, MeanAUC, PerClassMetrics, PerSourceMetrics, TopOneAccuracy
 from .metrics_logger import MetricsLogger
 from .non_finite import NonFiniteError, NonFiniteGuard
 from .pretrained import (
@@ -61,6 +61,7 @@ __all__ = [
     "LinearRamp",
     "MacroConfusionMatrix",
     "MeanAUC",
+    "PerClassMetrics",
     "PerSourceMetrics",
     "ProbeHandler",
     "MetricsLogger",

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import IgniteMetricHandler
+from monai.handlers import IgniteMetricHandler, from_engine
 
-from s4mi.metrics import MacroConfusionMatrixMetric, MeanAUCMetric, TopOneAccuracyMetric
+from s4mi.metrics import MacroConfusionMatrixMetric, MeanAUCMetric, TopOneAccuracyMetric, per_class_metrics
 
-__all__ = ["MacroConfusionMatrix", "MeanAUC", "PerSourceMetrics", "TopOneAccuracy"]
+__all__ = ["MacroConfusionMatrix", "MeanAUC", "PerClassMetrics", "PerSourceMetrics", "TopOneAccuracy"]
 
 
 class MeanAUC(IgniteMetricHandler):
@@ -111,3 +115,69 @@ class PerSourceMetrics:
                 engine.state.metrics[f"{metric}/{name}"] = value
                 means.append(value)
             engine.state.metrics[f"{metric}/mean_of_sets"] = float(torch.tensor(means).nanmean())
+
+
+class PerClassMetrics:
+    """Each class's one-vs-rest AUC, sensitivity, specificity, accuracy and F1 over an evaluation, and their macro
+    means, written to a CSV: one row per class (with its positives), then ``mean``.
+
+    The macro metrics of the skin tables (:class:`MeanAUC`, :class:`MacroConfusionMatrix`) average over classes and
+    keep no per-class value; SRC-MT and SRCL report ISIC 2018 per class as well. The rows are those of
+    :func:`s4mi.metrics.per_class_metrics`, so the ``mean`` row equals the evaluator's macro metrics. The file is
+    replaced whole at each epoch end (written beside it, then moved into place).
+
+    Args:
+        class_names: one name per output channel, in channel order.
+        folder: where the CSV goes.
+        file_name: its name.
+        output_transform: maps the engine output to ``(scores, discrete one-hot predictions, one-hot targets)``;
+            default ``from_engine(["pred", "pred_class", "label"])``.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        folder: str | os.PathLike,
+        file_name: str = "per_class_metrics.csv",
+        output_transform: Callable | None = None,
+    ) -> None:
+        self.class_names = [str(c) for c in class_names]
+        self.path = Path(folder) / file_name
+        self.output_transform = output_transform or from_engine(["pred", "pred_class", "label"])
+        self.rows: list[dict[str, float | str]] = []
+        self._parts: list[list[torch.Tensor]] = [[], [], []]
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self._parts = [[], [], []]
+
+    def _collect(self, engine: Engine) -> None:
+        for part, values in zip(self._parts, self.output_transform(engine.state.output)):
+            batch = torch.stack([torch.as_tensor(v) for v in values]) if isinstance(values, list) else values
+            part.append(torch.as_tensor(batch).detach().float().cpu().reshape(len(batch), -1))
+        channels = self._parts[0][-1].shape[1]
+        if channels != len(self.class_names):
+            raise ValueError(
+                f"PerClassMetrics: the network gives {channels} class score(s) but class_names names "
+                f"{len(self.class_names)} ({self.class_names}); set the bundle's class_names to one name per class"
+            )
+
+    def _write(self, engine: Engine) -> None:
+        if not self._parts[0]:
+            return
+        scores, predicted, target = (torch.cat(part) for part in self._parts)
+        self.rows = per_class_metrics(scores, predicted, target, self.class_names)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+        logging.getLogger(__name__).info(
+            "per-class AUC: %s", ", ".join(f"{r['class']} {float(r['auc']):.3f}" for r in self.rows)
+        )

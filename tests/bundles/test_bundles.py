@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -213,6 +214,12 @@ def test_train_then_evaluate(trained: tuple[str, Path, str]) -> None:
     assert list((out).glob("events.out.tfevents.*")), "TensorBoard logs expected by default"
     assert (out / "split.json").is_file()
     assert list((out / "resume").glob("*.pt"))
+    if name.endswith("skin_classification"):  # each class on the test set, and its macro mean as reported
+        with open(out / "per_class_metrics.csv", newline="") as f:
+            per_class = list(csv.DictReader(f))
+        assert [r["class"] for r in per_class] == ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC", "mean"]
+        assert float(per_class[-1]["auc"]) == pytest.approx(test[-1]["val_mean_auc"], abs=1e-6)
+        assert float(per_class[-1]["f1"]) == pytest.approx(test[-1]["val_f1_score"], abs=1e-6)
     stage0 = _configs(name) / "pretrain.json"
     if stage0.is_file() and json.loads(stage0.read_text()).get("pretrain_uses_labels"):  # a teacher stage
         rows = [json.loads(x) for x in (out / "pretrain_momentum_metrics.jsonl").read_text().splitlines()]
