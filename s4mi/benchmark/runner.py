@@ -270,7 +270,7 @@ def run_one(
     eval_wall, eval_peak = evaluated.wall_s, evaluated.peak_rss_mib
     test = _last_jsonl(run_dir / "test_metrics.jsonl")
     if previous is not None:
-        row = {k: v for k, v in previous.items() if not k.startswith("test_")}
+        row = {k: v for k, v in previous.items() if not k.startswith("test_") and k != "per_class_auc"}
         row["eval_wall_s"] = round(eval_wall, 1)
     else:
         assert trained is not None
@@ -286,11 +286,23 @@ def run_one(
         }
         row.pop("overrides")
     row.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items() if k not in ("epoch", "wall_s")})
+    per_class = per_class_auc(run_dir / "per_class_metrics.csv")
+    if per_class:
+        row["per_class_auc"] = per_class
     row.update(split_counts(run_dir))
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(row, indent=4) + "\n")
     os.replace(tmp, result_file)
     return row
+
+
+def per_class_auc(path: Path) -> dict[str, float]:
+    """Each class's test AUC from the ``per_class_metrics.csv`` an evaluation wrote (the skin classification bundles,
+    :class:`s4mi.handlers.PerClassMetrics`), without the ``mean`` row; empty when there is no such file."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {r["class"]: float(r["auc"]) for r in csv.DictReader(f) if r["class"] != "mean"}
 
 
 def task_unlabeled(task: str) -> int:
@@ -513,10 +525,30 @@ def write_reports(rows: list[dict[str, Any]], out_dir: str | os.PathLike, comman
             f" Self-supervised pretraining ran once per method (seed {', '.join(shared)}) and every seed fine-tuned"
             " from it: the spread over seeds is that of the label subset and the fine-tuning, not of the pretraining."
         )
-    md_path.write_text(preamble + legend + "\n\n" + "\n".join(lines) + "\n")
+    md_path.write_text(preamble + legend + "\n\n" + "\n".join(lines) + "\n" + _per_class_section(rows, summary))
     png_path = out / "results.png"
     _plot(summary, metrics, png_path)
     return {"csv": csv_path, "markdown": md_path, "plot": png_path}
+
+
+def _per_class_section(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
+    """A second table, each class's test AUC (mean +- sample std over seeds), when the runs recorded them."""
+    classes = list(dict.fromkeys(c for r in rows for c in r.get("per_class_auc", {})))
+    if not classes:
+        return ""
+    lines = ["| method | labels | seeds | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 3)]
+    for s in summary:
+        group = [r for r in rows if r["method"] == s["method"] and float(r["fraction"]) == s["fraction"]]
+        cells = [s["method"], _labels_cell(s), str(s["n_seeds"])]
+        for c in classes:
+            vals = [r["per_class_auc"][c] for r in group if not math.isnan(r.get("per_class_auc", {}).get(c, math.nan))]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cells.append(f"{statistics.fmean(vals):.3f} ± {sd:.3f}" if vals else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return (
+        "\nTest AUC of each class (one-vs-rest; each run's per_class_metrics.csv), mean ± sample std over the seeds"
+        " that recorded it.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _labels_cell(s: dict[str, Any]) -> str:

@@ -401,3 +401,22 @@ def test_full_labels_with_own_unlabelled_section_trains_mean_teacher(tmp_path: P
     md = write_reports(rows, tmp_path / "out")["markdown"].read_text()
     share = f"{100 * 12 / len(train):.3g}"
     assert f"| mean_teacher_polyp_segmentation | 12 ({share} %) | 1 |" in md, md
+
+
+def test_reports_add_each_class_auc_when_the_runs_recorded_it(tmp_path: Path) -> None:
+    from s4mi.benchmark.runner import per_class_auc
+
+    csv_file = tmp_path / "per_class_metrics.csv"
+    csv_file.write_text("class,auc,f1\nMEL,0.7,0.2\nNV,0.9,0.5\nmean,0.8,0.35\n")
+    assert per_class_auc(csv_file) == {"MEL": 0.7, "NV": 0.9}
+    assert per_class_auc(tmp_path / "none.csv") == {}
+
+    rows = _rows()
+    for r, (mel, nv) in zip(rows, ((0.6, 0.8), (0.7, 0.9), (0.8, 1.0), (0.5, 0.5))):
+        r["per_class_auc"] = {"MEL": mel, "NV": nv}  # the 100 % runs: one seed recorded it
+    md = write_reports(rows, tmp_path / "out")["markdown"].read_text()
+    section = md[md.index("Test AUC of each class") :]
+    assert "| method | labels | seeds | MEL | NV |" in section
+    assert "| m | 10 % | 3 | 0.700 ± 0.100 | 0.900 ± 0.100 |" in section
+    assert "| m | 100 % | 3 | 0.500 ± 0.000 | 0.500 ± 0.000 |" in section
+    assert "Test AUC of each class" not in write_reports(_rows(), tmp_path / "plain")["markdown"].read_text()
