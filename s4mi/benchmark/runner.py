@@ -228,7 +228,9 @@ def run_one(
     result_file = run_dir / "result.json"
     previous = json.loads(result_file.read_text()) if result_file.is_file() else None
     if previous is not None and not reevaluate:
-        return {**split_counts(run_dir), **previous}  # results written before the counts were recorded get them
+        # results written before the counts (or the per-class AUCs of an evaluation) were recorded get them
+        per_class = per_class_auc(run_dir / "per_class_metrics.csv")
+        return {**split_counts(run_dir), **previous, **({"per_class_auc": per_class} if per_class else {})}
     run_dir.mkdir(parents=True, exist_ok=True)
     bundle_name, variant = parse_method(spec.method)
     bundle = Path(locate_bundle_root(bundle_name))
