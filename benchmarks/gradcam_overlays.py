@@ -32,20 +32,41 @@ def best_val(run: Path) -> float:
     return max(r.get("val_mean_auc", float("nan")) for r in rows)
 
 
-def pick(out: Path, fraction: str) -> tuple[str, str]:
-    """(scratch method, best curriculum method by mean validation AUC over seeds at ``fraction``)."""
-    methods = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
-    scratch = next(m for m in methods if "pretrained_ckpt=" in m)
-    curricula = [m for m in methods if m != scratch and ("+" in m or ":" not in m)]
-    scores = {}
-    for m in curricula:
-        runs = sorted((out / "runs" / m / f"frac{fraction}").glob("seed*"))
-        vals = [best_val(r) for r in runs if (r / "metrics.jsonl").is_file()]
-        if vals:
-            scores[m] = statistics.mean(vals)
-    best = max(scores, key=scores.get)  # type: ignore[arg-type]
+def runs_by_method(out: Path, fraction: str) -> dict[str, dict[int, Path]]:
+    """{method: {seed: run folder}} of the finished runs at ``fraction``, read from their ``result.json`` (the
+    folder names are the methods made file-system safe, not the methods)."""
+    found: dict[str, dict[int, Path]] = {}
+    for result in sorted((out / "runs").glob("**/result.json")):
+        row = json.loads(result.read_text())
+        if float(row["fraction"]) == float(fraction):
+            found.setdefault(row["method"], {})[int(row["seed"])] = result.parent
+    return found
+
+
+def is_curriculum(method: str) -> bool:
+    """The bundle's default curriculum, or a ``curriculum=`` of more than one stage (``a:5+b:5``)."""
+    variant = method.partition(":")[2]
+    if not variant:
+        return True
+    settings = dict(p.split("=", 1) for p in variant.split(",") if "=" in p)
+    return "curriculum" in settings and "+" in settings["curriculum"]
+
+
+def pick(found: dict[str, dict[int, Path]]) -> tuple[str, str]:
+    """(scratch method, the curriculum with the best mean validation AUC over its seeds)."""
+    scratch = [m for m in found if "pretrained_ckpt=" in m.partition(":")[2].split(",")]
+    if not scratch:
+        raise SystemExit(f"no scratch run (variant pretrained_ckpt=) among {sorted(found)}")
+    scores = {
+        m: statistics.mean(best_val(r) for r in runs.values())
+        for m, runs in found.items()
+        if is_curriculum(m) and all((r / "metrics.jsonl").is_file() for r in runs.values())
+    }
+    if not scores:
+        raise SystemExit(f"no curriculum run among {sorted(found)}")
+    best = max(scores, key=scores.__getitem__)
     print("mean best validation AUC by curriculum:", {k: round(v, 4) for k, v in scores.items()}, "->", best)
-    return scratch, best
+    return scratch[0], best
 
 
 def main() -> None:
@@ -55,11 +76,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=6)
     a = p.parse_args()
-    scratch, best = pick(a.out, a.fraction)
-    runs = {
-        name: a.out / "runs" / m / f"frac{a.fraction}" / f"seed{a.seed}"
-        for name, m in (("scratch", scratch), ("curriculum", best))
-    }
+    found = runs_by_method(a.out, a.fraction)
+    scratch, best = pick(found)
+    runs = {name: found[m][a.seed] for name, m in (("scratch", scratch), ("curriculum", best))}
+    for run in runs.values():
+        if not (run / "models" / "model.pt").is_file() or not (run / "split.json").is_file():
+            raise SystemExit(f"{run} has no models/model.pt or split.json (they are not committed): run it again")
     split = json.loads((runs["scratch"] / "split.json").read_text())
     items = [d for d in split["test"] if "mask" in d and any(d["label"])][: a.n]
     load = Compose(
@@ -80,7 +102,7 @@ def main() -> None:
         net.load_state_dict(torch.load(run / "models" / "model.pt", weights_only=True))
         m, _ = grad_cam(net, x, "class_layers.relu")
         maps[name] = (m, attention_share(m, mask))
-    fig, axes = plt.subplots(3, len(items), figsize=(2.2 * len(items), 6.9))
+    fig, axes = plt.subplots(3, len(items), figsize=(max(2.2 * len(items), 6.0), 7.4))
     for i in range(len(items)):
         img, lung = x[i, 0].T.numpy(), mask[i, 0].T.numpy()  # PNG axes are (W, H) in MONAI: back to rows
         axes[0, i].imshow(img, cmap="gray")
@@ -94,9 +116,11 @@ def main() -> None:
             axes[row, i].set_title(f"{name}: {share[i]:.2f} in lungs", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
+    curriculum = best.partition(":")[2].removeprefix("curriculum=") or "default curriculum"
     fig.suptitle(
-        f"Grad-CAM (top class) at {float(a.fraction):.0%} labels, seed {a.seed}: scratch vs {best.split(':', 1)[-1]}\n"
-        f"mean share in the lungs over these images: scratch {maps['scratch'][1].nanmean():.2f}, "
+        f"Grad-CAM (top class), {float(a.fraction):.0%} labels, seed {a.seed}\n"
+        f"scratch vs {curriculum}\n"
+        f"share in the lungs, mean of these images: scratch {maps['scratch'][1].nanmean():.2f}, "
         f"curriculum {maps['curriculum'][1].nanmean():.2f}",
         fontsize=9,
     )

@@ -437,14 +437,30 @@ def run_grid(
         else:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 futures = {
-                    pool.submit(run_one, spec, out, task_args, threads, reevaluate, pretrain_seed): i
-                    for i, spec in enumerate(specs)
+                    pool.submit(run_one, specs[i], out, task_args, threads, reevaluate, pretrain_seed): i
+                    for i in start_order(specs)
                 }
                 for future in as_completed(futures):
                     rows[futures[future]] = future.result()
                     bar.set_postfix_str(specs[futures[future]].name)
                     bar.update()
     return [r for r in rows if r is not None]
+
+
+def start_order(specs: Sequence[RunSpec]) -> list[int]:
+    """The order in which parallel jobs start the runs of a grid: method innermost, i.e. each (fraction, seed) of
+    every method before the next (fraction, seed).
+
+    The runs of a method with a first stage wait for its one pretraining; in grid order (method outermost) the second
+    job would sit idle through it. Method innermost, the jobs start different methods, so two pretrainings (or a
+    pretraining and another method's runs) go side by side. Results keep the grid order.
+    """
+    methods = list(dict.fromkeys(s.method for s in specs))
+    cells = list(dict.fromkeys((s.fraction, s.seed) for s in specs))
+    return sorted(
+        range(len(specs)),
+        key=lambda i: (cells.index((specs[i].fraction, specs[i].seed)), methods.index(specs[i].method)),
+    )
 
 
 def _metric_columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -130,6 +130,17 @@ def test_grid_skips_semi_supervised_at_full_labels_and_runs_jobs_in_parallel(
     assert rows[0]["samples"]["samples_per_epoch"] == 100  # equal steps at every fraction
 
 
+def test_parallel_jobs_start_each_method_before_the_next_cell() -> None:
+    from s4mi.benchmark.runner import RunSpec, start_order
+
+    specs = [RunSpec(m, f, s) for m in ("a", "b", "c") for f in (0.05, 0.1) for s in (0, 1)]
+    started = [(specs[i].method, specs[i].fraction, specs[i].seed) for i in start_order(specs)]
+    naive = [(m, f, s) for f in (0.05, 0.1) for s in (0, 1) for m in ("a", "b", "c")]
+    assert started == naive
+    assert sorted(start_order(specs)) == list(range(len(specs)))  # every run once
+    assert start_order(specs[:4]) == [0, 1, 2, 3]  # one method: grid order
+
+
 def test_benchmark_without_arguments_is_the_quick_grid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from s4mi import benchmark, cli
 
