@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -14,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.metrics import compute_embedding_collapse
+
+from s4mi.handlers.metrics_logger import append_epoch_row
 
 __all__ = ["ContrastiveMonitor"]
 
@@ -115,7 +116,4 @@ class ContrastiveMonitor:
                 f"{row['collapse']:.3f} > {self.collapse_warning}); check the augmentations, temperature and queue",
                 stacklevel=2,
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        append_epoch_row(self.path, row, engine)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +18,47 @@ from ignite.engine import Engine, Events
 if TYPE_CHECKING:
     from monai.engines import Workflow
 
-__all__ = ["MetricsLogger"]
+__all__ = ["MetricsLogger", "append_epoch_row"]
+
+#: the engine that last took over each JSON-lines file in this process (see :func:`append_epoch_row`)
+_OWNERS: dict[Path, weakref.ref] = {}
+_OWNERS_LOCK = threading.Lock()
+
+
+def _epoch_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("epoch", -math.inf))
+    except (ValueError, AttributeError):
+        return math.inf  # a line cut short by a kill: dropped with the rows it was written among
+
+
+def append_epoch_row(path: str | os.PathLike, row: dict, engine: Engine) -> None:
+    """Append ``row`` (which has an ``"epoch"``) to the JSON-lines file ``path``, flushed.
+
+    The first row an engine writes to a file in this process first drops the rows of that epoch and later that the
+    file holds: they are what an earlier attempt measured of the epochs this run does again, e.g. a run killed after
+    logging an epoch but before its checkpoint, or a run that starts over because its checkpoints are gone while its
+    curves were kept (a benchmark grid's committed runs). An append-only file would list those epochs twice. Every
+    handler attached to the same engine shares the file; a later engine (a resumed run, an evaluation run again)
+    takes it over.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = path.resolve()
+    with _OWNERS_LOCK:
+        owner = _OWNERS.get(key)
+        if owner is None or owner() is not engine:
+            _OWNERS[key] = weakref.ref(engine)
+            if path.is_file():
+                lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+                keep = [ln for ln in lines if _epoch_of(ln) < row["epoch"]]
+                if len(keep) < len(lines):
+                    tmp = path.with_name(path.name + ".tmp")
+                    tmp.write_text("".join(ln + "\n" for ln in keep))
+                    os.replace(tmp, path)
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
 
 
 class MetricsLogger:
@@ -23,7 +66,8 @@ class MetricsLogger:
 
     MONAI's :class:`~monai.handlers.MetricsSaver` keeps only the latest values; benchmarks and learning curves
     need the history. Under a :class:`~monai.handlers.ValidationHandler` the evaluator's epoch is the trainer's.
-    The file is appended and flushed, so a killed run keeps what it had measured.
+    The file is appended and flushed, so a killed run keeps what it had measured, and the epochs a run does again
+    replace their earlier rows (:func:`append_epoch_row`).
 
     Args:
         folder: output folder (made if missing).
@@ -83,7 +127,4 @@ class MetricsLogger:
                 row[k] = float(v)
             except (TypeError, ValueError):
                 continue
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+        append_epoch_row(self.path, row, engine)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -17,6 +16,7 @@ from monai.networks.nets import DenseNet
 from monai.utils import convert_to_tensor, optional_import
 from torch import nn
 
+from s4mi.handlers.metrics_logger import append_epoch_row
 from s4mi.networks.dino import MultiCropWrapper, ViTClassifier
 from s4mi.networks.heads import EncoderWithHead, densenet_features
 from s4mi.networks.pretext import CurriculumNetwork
@@ -240,9 +240,7 @@ class ProbeHandler:
         row: dict[str, float] = {"epoch": epoch, "wall_s": round(time.perf_counter() - self._start, 3), **values}
         self.history.append(row)
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_epoch_row(self.path, row, engine)
         writer = self.summary_writer
         if writer is None and self.log_dir is not None:
             writer = self.summary_writer = SummaryWriter(log_dir=str(self.log_dir))

@@ -57,3 +57,55 @@ def test_an_epoch_resumed_in_its_middle_logs_the_mean_of_all_its_iterations(tmp_
 
     assert rows(tmp_path / "full") == [2.5, 25.0]
     assert rows(tmp_path / "killed")[-1] == 25.0, "the resumed epoch 2 averages all four of its steps"
+
+
+def _epochs(path):
+    return [(r["epoch"], r.get("loss")) for r in map(json.loads, path.read_text().splitlines())]
+
+
+def test_a_run_that_starts_over_replaces_the_rows_of_an_earlier_attempt(tmp_path) -> None:
+    """Curves kept from a run whose checkpoints are gone (a grid's committed runs), one line cut short by a kill."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "loss": 9.0}\n{"epoch": 2, "loss": 9.0}\n{"epoch": 3, "loss": 9.0}\n{"epo')
+    engine = Engine(lambda e, b: {"loss": torch.tensor(float(e.state.epoch))})
+    MetricsLogger(tmp_path, output_keys=["loss"]).attach(engine)
+    engine.run([0], max_epochs=2)
+    assert _epochs(path) == [(1, 1.0), (2, 2.0)]
+
+
+def test_a_resumed_run_keeps_the_epochs_before_it_and_redoes_the_rest(tmp_path) -> None:
+    """Killed after logging epoch 2 but before its checkpoint: the run resumes from epoch 1's, and does 2 again."""
+    path = tmp_path / "metrics.jsonl"
+
+    def step(e, b):
+        return {"loss": torch.tensor(10.0 * e.state.epoch)}
+
+    first = Engine(step)
+    MetricsLogger(tmp_path, output_keys=["loss"]).attach(first)
+    first.run([0], max_epochs=1)
+    state = first.state_dict()
+    with open(path, "a") as f:
+        f.write('{"epoch": 2, "loss": -1.0}\n')  # the epoch the checkpoint did not keep
+    resumed = Engine(step)
+    MetricsLogger(tmp_path, output_keys=["loss"]).attach(resumed)
+    resumed.load_state_dict(state)
+    resumed.run([0], max_epochs=3)
+    assert _epochs(path) == [(1, 10.0), (2, 20.0), (3, 30.0)]
+
+
+def test_handlers_of_one_engine_share_a_file(tmp_path) -> None:
+    from s4mi.handlers.metrics_logger import append_epoch_row
+
+    path = tmp_path / "pretrain_metrics.jsonl"
+    path.write_text('{"epoch": 1, "loss": 9.0}\n')
+    engine, other = Engine(lambda e, b: None), Engine(lambda e, b: None)
+    append_epoch_row(path, {"epoch": 1, "loss": 1.0}, engine)
+    append_epoch_row(path, {"epoch": 1, "probe": 0.5}, engine)  # a second handler on the same engine, same epoch
+    append_epoch_row(path, {"epoch": 2, "loss": 2.0}, engine)
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [
+        {"epoch": 1, "loss": 1.0},
+        {"epoch": 1, "probe": 0.5},
+        {"epoch": 2, "loss": 2.0},
+    ]
+    append_epoch_row(path, {"epoch": 2, "loss": 3.0}, other)  # another engine (a run again) takes the file over
+    assert _epochs(path) == [(1, 1.0), (1, None), (2, 3.0)]
