@@ -364,8 +364,8 @@ class SemiSupervisedLoader:
     """Iterate a labelled and an unlabelled loader together: each item is ``{"labeled": batch, "unlabeled": batch}``.
 
     A MONAI workflow takes one data loader, so this joins the two streams, each with its own batch size, sampler
-    and transforms. One epoch is ``epoch_length`` iterations, set by the labelled loader, the unlabelled loader or
-    an explicit count; the other stream is cycled (a new pass when exhausted, with ``set_epoch`` on a
+    and transforms. One epoch is ``epoch_length`` iterations, set by the labelled loader, the unlabelled loader, the
+    longer of the two or an explicit count; the other stream is cycled (a new pass when exhausted, with ``set_epoch`` on a
     ``DistributedSampler`` so every pass is shuffled anew and in step across ranks).
 
     DataLoaders over map-style datasets are wrapped in :class:`ResumableLoader`: every pass's order and
@@ -376,7 +376,9 @@ class SemiSupervisedLoader:
     Args:
         labeled: loader of labelled batches.
         unlabeled: loader of unlabelled batches.
-        epoch_length: ``"labeled"``, ``"unlabeled"`` or a number of iterations.
+        epoch_length: ``"labeled"``, ``"unlabeled"``, ``"longer"`` (one pass over whichever loader has more batches:
+            in a label-fraction sweep, ``"unlabeled"`` gives the high fractions fewer steps than a supervised run on
+            the same labels, ``"longer"`` never does) or a number of iterations.
         seed: the run seed (the bundles pass their ``seed``).
         prefetch: pairs of batches a background thread makes ahead of the training step (0: none), see
             :func:`prefetched`.
@@ -397,15 +399,22 @@ class SemiSupervisedLoader:
             if isinstance(loader, Sized) and len(loader) == 0:
                 raise ValueError(f"SemiSupervisedLoader: the {name} loader is empty (no {name} items in the datalist?)")
         self.labeled, self.unlabeled = self._wrap(labeled, "labeled", seed), self._wrap(unlabeled, "unlabeled", seed)
-        if epoch_length in ("labeled", "unlabeled"):
-            source = labeled if epoch_length == "labeled" else unlabeled
-            if not isinstance(source, Sized):
-                raise ValueError(f"epoch_length={epoch_length!r} needs a sized {epoch_length} loader")
-            self.epoch_length = len(source)
+        if epoch_length in ("labeled", "unlabeled", "longer"):
+            sources = {"labeled": [labeled], "unlabeled": [unlabeled], "longer": [labeled, unlabeled]}[epoch_length]
+            if not all(isinstance(source, Sized) for source in sources):
+                need = (
+                    "sized labeled and unlabeled loaders"
+                    if epoch_length == "longer"
+                    else f"a sized {epoch_length} loader"
+                )
+                raise ValueError(f"epoch_length={epoch_length!r} needs {need}")
+            self.epoch_length = max(len(source) for source in sources)  # type: ignore[arg-type]
         elif isinstance(epoch_length, int) and epoch_length > 0:
             self.epoch_length = epoch_length
         else:
-            raise ValueError(f"epoch_length must be 'labeled', 'unlabeled' or a positive int, got {epoch_length!r}")
+            raise ValueError(
+                f"epoch_length must be 'labeled', 'unlabeled', 'longer' or a positive int, got {epoch_length!r}"
+            )
         self.position = 0  # iterations of the current epoch already yielded
         self.prefetch = int(prefetch)
         self._shown: dict[str, Any] | None = None  # the consumer's state while a prefetching iteration runs

@@ -44,3 +44,20 @@ def test_errors() -> None:
         SemiSupervisedLoader(lb, DataLoader([], batch_size=2))
     with pytest.raises(ValueError, match="epoch_length"):
         SemiSupervisedLoader(lb, ulb, "both")
+
+
+def test_epoch_by_longer_takes_the_larger_pass() -> None:
+    """A label-fraction sweep: above 50 % labels the labelled pass is the longer one, and 'longer' follows it."""
+    few, many = _loaders(n_lb=4, n_ulb=10)  # 2 labelled batches, 5 unlabelled
+    assert len(SemiSupervisedLoader(few, many, "longer")) == len(list(SemiSupervisedLoader(few, many, "longer"))) == 5
+    many, few = _loaders(n_lb=10, n_ulb=4)  # 5 labelled batches, 2 unlabelled
+    batches = list(SemiSupervisedLoader(many, few, "longer"))
+    assert len(batches) == 5
+    assert [b["labeled"]["image"].tolist() for b in batches] == [[2 * i, 2 * i + 1] for i in range(5)]  # one pass
+    assert [b["unlabeled"]["image"].tolist() for b in batches] == [[100, 101], [102, 103]] * 2 + [[100, 101]]
+
+
+def test_epoch_by_longer_needs_sized_loaders() -> None:
+    lb, _ = _loaders()
+    with pytest.raises(ValueError, match="longer.*sized labeled and unlabeled"):
+        SemiSupervisedLoader(lb, iter([{"image": 0}]), "longer")
