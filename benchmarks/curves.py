@@ -1,12 +1,15 @@
 """Validation curves of an `s4mi benchmark` grid: where each method's model peaks and where it ends.
 
 For every (method, label fraction) of a results folder, reads each seed's ``metrics.jsonl`` (the validation of the
-model the bundle exports: the teacher of a teacher-student bundle) and, when there is one, ``student_metrics.jsonl``,
-and prints a Markdown row: the metric after the first epoch, at its best (and the epoch), and after the last, each the
-mean over seeds, beside the test metric of the exported model (mean ± sample std). With ``--plot`` it also draws the
-mean curve of each method, one panel per fraction. The test set chooses nothing here: the epochs are validation's.
+bundle's main model: the teacher of a teacher-student bundle, the CNN of cross teaching) and every other validated
+model's ``<role>_metrics.jsonl`` that has the metric as ``val_<role>_<name>`` (``student``; cross teaching's
+``transformer`` and ``average``), and prints a Markdown row: the metric after the first epoch, at its best (and the
+epoch), and after the last, each the mean over seeds, for each model, beside the test metric of the exported model
+(mean ± sample std). With ``--plot`` it also draws the mean curve of each method's main model, one panel per fraction.
+The test set chooses nothing here: the epochs are validation's.
 
     .venv/bin/python benchmarks/curves.py benchmarks/results/srcl_skin --plot
+    .venv/bin/python benchmarks/curves.py benchmarks/results/cross_teaching_skin --metric val_mean_dice --plot
 """
 
 from __future__ import annotations
@@ -22,20 +25,33 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def load(out: Path, metric: str) -> dict[tuple[str, float], list[dict]]:
-    """{(method, fraction): [{"seed", "teacher": [values by epoch], "student": [...], "test": value}]}."""
+    """{(method, fraction): [{"seed", "main": [values by epoch], "roles": {role: [...]}, "test": value}]}."""
     groups: dict[tuple[str, float], list[dict]] = {}
     for result in sorted((out / "runs").glob("**/result.json")):
         row = json.loads(result.read_text())
-        student = metric.replace("val_", "val_student_", 1)  # the key of student_metrics.jsonl
-        curves = {
-            name: [r[key] for r in _jsonl(result.parent / file) if key in r]
-            for name, file, key in (("teacher", "metrics.jsonl", metric), ("student", "student_metrics.jsonl", student))
-        }
+        roles = {}
+        for file in sorted(result.parent.glob("*_metrics.jsonl")):
+            role = file.name.removesuffix("_metrics.jsonl")
+            key = metric.replace("val_", f"val_{role}_", 1)  # e.g. val_student_mean_auc in student_metrics.jsonl
+            values = [r[key] for r in _jsonl(file) if key in r]
+            if values:  # test_metrics.jsonl, probe_metrics.jsonl, ...: not a validated model's curve
+                roles[role] = values
         test_key = "test_" + metric.removeprefix("val_")
         groups.setdefault((row["method"], float(row["fraction"])), []).append(
-            {"seed": row["seed"], **curves, "test": row.get(test_key, float("nan"))}
+            {
+                "seed": row["seed"],
+                "main": [r[metric] for r in _jsonl(result.parent / "metrics.jsonl") if metric in r],
+                "roles": roles,
+                "test": row.get(test_key, float("nan")),
+            }
         )
     return groups
+
+
+def roles(groups: dict[tuple[str, float], list[dict]]) -> list[str]:
+    """Every validated model besides the main one, in any run: the student first, then by name."""
+    found = {role for runs in groups.values() for r in runs for role in r["roles"]}
+    return sorted(found, key=lambda role: (role != "student", role))
 
 
 def summary(curves: list[list[float]]) -> str:
@@ -51,16 +67,20 @@ def summary(curves: list[list[float]]) -> str:
 
 
 def table(groups: dict[tuple[str, float], list[dict]], metric: str) -> list[str]:
+    others = roles(groups)
     lines = [
-        f"| method | labels | seeds | {metric}: first → best → last (the teacher, if any) | student | test |",
-        "|---|---|---|---|---|---|",
+        f"| method | labels | seeds | {metric}: first → best → last (main model: the teacher or the CNN) | "
+        + "".join(f"{role} | " for role in others)
+        + "test |",
+        "|---|---|---|---|" + "---|" * len(others) + "---|",
     ]
     for (method, fraction), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         tests = [r["test"] for r in runs]
         spread = f" ± {statistics.stdev(tests):.3f}" if len(tests) > 1 else ""
+        cells = "".join(f"{summary([r['roles'].get(role, []) for r in runs])} | " for role in others)
         lines.append(
-            f"| {method} | {fraction:.0%} | {len(runs)} | {summary([r['teacher'] for r in runs])} | "
-            f"{summary([r['student'] for r in runs])} | {statistics.fmean(tests):.3f}{spread} |"
+            f"| {method} | {fraction:.0%} | {len(runs)} | {summary([r['main'] for r in runs])} | "
+            f"{cells}{statistics.fmean(tests):.3f}{spread} |"
         )
     return lines
 
@@ -77,10 +97,10 @@ def plot(groups: dict[tuple[str, float], list[dict]], metric: str, path: Path) -
         for (method, f), runs in sorted(groups.items()):
             if f != fraction:
                 continue
-            n = min(len(r["teacher"]) for r in runs)
+            n = min(len(r["main"]) for r in runs)
             if n == 0:
                 continue
-            mean = [statistics.fmean(r["teacher"][i] for r in runs) for i in range(n)]
+            mean = [statistics.fmean(r["main"][i] for r in runs) for i in range(n)]
             ax.plot(range(1, n + 1), mean, marker=".", label=f"{method} ({len(runs)} seeds)")
         ax.set_title(f"{fraction:.0%} labels")
         ax.set_xlabel("epoch")
@@ -96,7 +116,7 @@ def plot(groups: dict[tuple[str, float], list[dict]], metric: str, path: Path) -
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="an s4mi benchmark output folder")
-    p.add_argument("--metric", default="val_mean_auc", help="a key of the runs' metrics.jsonl")
+    p.add_argument("--metric", default="val_mean_auc", help="a key of the runs' metrics.jsonl (val_mean_dice, ...)")
     p.add_argument("--plot", action="store_true", help="also write <out>/curves.png")
     a = p.parse_args()
     groups = load(a.out, a.metric)

@@ -47,3 +47,28 @@ def test_table_and_plot(tmp_path: Path) -> None:
     assert lines[4].startswith("| sup | 20% | 1 | 0.300 → 0.300 (epoch 1) → 0.300 |")
     c.plot(groups, "val_mean_auc", tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 5_000
+
+
+def test_every_validated_model_gets_a_column(tmp_path: Path) -> None:
+    """Cross teaching validates its CNN (metrics.jsonl), its Transformer and their average; test_metrics.jsonl is no model."""
+    c = _script()
+    run = tmp_path / "runs" / "ct" / "frac0.1" / "seed0"
+    run.mkdir(parents=True)
+    for file, key, values in (
+        ("metrics.jsonl", "val_mean_dice", [0.5, 0.6]),
+        ("transformer_metrics.jsonl", "val_transformer_mean_dice", [0.4, 0.9]),
+        ("average_metrics.jsonl", "val_average_mean_dice", [0.7, 0.8]),
+        ("test_metrics.jsonl", "val_mean_dice", [0.3]),
+    ):
+        (run / file).write_text("".join(json.dumps({"epoch": i + 1, key: v}) + "\n" for i, v in enumerate(values)))
+    result = {"method": "ct", "fraction": 0.1, "seed": 0, "test_mean_dice": 0.85}
+    (run / "result.json").write_text(json.dumps(result))
+    groups = c.load(tmp_path, "val_mean_dice")
+    assert c.roles(groups) == ["average", "transformer"]
+    lines = c.table(groups, "val_mean_dice")
+    assert lines[0].endswith("| average | transformer | test |")
+    assert lines[1].count("---") == 7
+    assert lines[2] == (
+        "| ct | 10% | 1 | 0.500 → 0.600 (epoch 2) → 0.600 | 0.700 → 0.800 (epoch 2) → 0.800 | "
+        "0.400 → 0.900 (epoch 2) → 0.900 | 0.850 |"
+    )
