@@ -377,8 +377,8 @@ class SemiSupervisedLoader:
         labeled: loader of labelled batches.
         unlabeled: loader of unlabelled batches.
         epoch_length: ``"labeled"``, ``"unlabeled"``, ``"longer"`` (one pass over whichever loader has more batches:
-            in a label-fraction sweep, ``"unlabeled"`` gives the high fractions fewer steps than a supervised run on
-            the same labels, ``"longer"`` never does) or a number of iterations.
+            above 50 % labels, an ``"unlabeled"`` epoch is shorter than one pass over the labelled set, a
+            ``"longer"`` one never is) or a number of iterations.
         seed: the run seed (the bundles pass their ``seed``).
         prefetch: pairs of batches a background thread makes ahead of the training step (0: none), see
             :func:`prefetched`.
