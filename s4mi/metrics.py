@@ -6,11 +6,12 @@ import warnings
 
 import numpy as np
 import torch
-from monai.metrics import ConfusionMatrixMetric, CumulativeIterationMetric, ROCAUCMetric
+from monai.metrics import ConfusionMatrixMetric, CumulativeIterationMetric, ROCAUCMetric, SurfaceDistanceMetric
 from monai.metrics.confusion_matrix import compute_confusion_matrix_metric, get_confusion_matrix
 from monai.metrics.rocauc import _calculate
 
 __all__ = [
+    "FiniteSurfaceDistanceMetric",
     "MacroConfusionMatrixMetric",
     "macro_confusion_metric",
     "MeanAUCMetric",
@@ -187,3 +188,18 @@ class TopOneAccuracyMetric(CumulativeIterationMetric):
         if not isinstance(data, torch.Tensor):
             raise ValueError("the data to aggregate must be a PyTorch Tensor")
         return data.float().mean()
+
+
+class FiniteSurfaceDistanceMetric(SurfaceDistanceMetric):
+    """MONAI's average surface distance, with an image whose prediction or reference is empty left out.
+
+    For such an (image, class) pair MONAI's :class:`~monai.metrics.HausdorffDistanceMetric` gives nan, which the
+    mean skips, but :class:`~monai.metrics.SurfaceDistanceMetric` gives inf, and one of them makes the mean over a
+    whole test set infinite (a 3D volume where the network misses an organ). The s4mi bundles document both
+    distances as leaving those images out; this metric maps inf to nan so that they do. Count the images left out
+    with ``get_not_nans=True``. Arguments as :class:`~monai.metrics.SurfaceDistanceMetric`.
+    """
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:  # type: ignore[override]
+        distance = super()._compute_tensor(y_pred, y, **kwargs)
+        return torch.where(torch.isinf(distance), torch.full_like(distance, float("nan")), distance)

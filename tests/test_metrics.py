@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from monai.metrics import HausdorffDistanceMetric, SurfaceDistanceMetric
 
-from s4mi.metrics import MeanAUCMetric, mean_auc
+from s4mi.metrics import FiniteSurfaceDistanceMetric, MeanAUCMetric, mean_auc
 
 
 def naive_auc(scores: list[float], labels: list[int]) -> float:
@@ -281,3 +283,46 @@ def test_per_class_handler_writes_one_row_per_class_over_the_whole_evaluation(tm
     PerClassMetrics(["only", "two"], folder=tmp_path).attach(wrong)
     with pytest.raises(ValueError, match="3 class score.*class_names names 2"):
         wrong.run(batches, max_epochs=1)
+
+
+def _masks() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two one-hot 8x8 images: a square shifted by one pixel, and a prediction where the reference is empty."""
+    pred, ref = torch.zeros(2, 2, 8, 8), torch.zeros(2, 2, 8, 8)
+    pred[0, 1, 2:5, 2:5], ref[0, 1, 3:6, 3:6] = 1, 1
+    pred[1, 1, 2:5, 2:5] = 1  # the reference of image 1 is empty
+    pred[:, 0], ref[:, 0] = 1 - pred[:, 1], 1 - ref[:, 1]
+    return pred, ref
+
+
+def test_surface_distance_leaves_out_empty_masks_where_monai_gives_inf() -> None:
+    pred, ref = _masks()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI warns about the empty mask
+        monai_asd = SurfaceDistanceMetric(symmetric=False)(pred, ref)
+        ours = FiniteSurfaceDistanceMetric(symmetric=False, get_not_nans=True)
+        ours(pred, ref)
+        mean, counted = ours.aggregate()
+        hd = HausdorffDistanceMetric(percentile=95)(pred, ref)
+    assert torch.isinf(monai_asd[1, 0]) and torch.isnan(hd[1, 0])  # the inconsistency this metric removes
+    # image 0 alone, by hand: the border pixels of the predicted square, each to the nearest reference border pixel
+    edges_p = [(r, c) for r in range(2, 5) for c in range(2, 5) if r in (2, 4) or c in (2, 4)]
+    edges_r = [(r, c) for r in range(3, 6) for c in range(3, 6) if r in (3, 5) or c in (3, 5)]
+    naive = sum(min(((r - r2) ** 2 + (c - c2) ** 2) ** 0.5 for r2, c2 in edges_r) for r, c in edges_p) / len(edges_p)
+    assert mean.item() == pytest.approx(naive, rel=1e-5)
+    assert mean.item() == pytest.approx(monai_asd[0, 0].item(), rel=1e-6)
+    assert counted.item() == 1  # image 1 was left out
+
+
+def test_surface_distance_handler_mean_is_finite() -> None:
+    from ignite.engine import Engine
+
+    from s4mi.handlers import SurfaceDistance
+
+    pred, ref = _masks()
+    engine = Engine(lambda e, b: b)
+    SurfaceDistance(output_transform=lambda out: (out[0], out[1])).attach(engine, "val_asd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine.run([(pred, ref)], max_epochs=1)
+    assert math.isfinite(engine.state.metrics["val_asd"])
+    assert engine.state.metric_details["val_asd"].shape == (2, 1)

@@ -15,7 +15,7 @@ from .checkpoint import (
 )
 from .console import EpochLossLogger, RunLengthLogger
 from .contrastive import ContrastiveMonitor
-from .metrics import MacroConfusionMatrix, MeanAUC, PerClassMetrics, PerSourceMetrics, TopOneAccuracy
+from .metrics import MacroConfusionMatrix, MeanAUC, PerClassMetrics, PerSourceMetrics, SurfaceDistance, TopOneAccuracy
 from .metrics_logger import MetricsLogger
 from .non_finite import NonFiniteError, NonFiniteGuard
 from .pretrained import (
@@ -78,6 +78,7 @@ __all__ = [
     "ResumeLoader",
     "ResumeSaver",
     "SigmoidRamp",
+    "SurfaceDistance",
     "TopOneAccuracy",
     "WarmupCosine",
     "attach_ramp",

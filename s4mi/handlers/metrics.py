@@ -12,9 +12,48 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import IgniteMetricHandler, from_engine
 
-from s4mi.metrics import MacroConfusionMatrixMetric, MeanAUCMetric, TopOneAccuracyMetric, per_class_metrics
+from s4mi.metrics import (
+    FiniteSurfaceDistanceMetric,
+    MacroConfusionMatrixMetric,
+    MeanAUCMetric,
+    TopOneAccuracyMetric,
+    per_class_metrics,
+)
 
-__all__ = ["MacroConfusionMatrix", "MeanAUC", "PerClassMetrics", "PerSourceMetrics", "TopOneAccuracy"]
+__all__ = [
+    "MacroConfusionMatrix",
+    "MeanAUC",
+    "PerClassMetrics",
+    "PerSourceMetrics",
+    "SurfaceDistance",
+    "TopOneAccuracy",
+]
+
+
+class SurfaceDistance(IgniteMetricHandler):
+    """MONAI's :class:`~monai.handlers.SurfaceDistance` on :class:`s4mi.metrics.FiniteSurfaceDistanceMetric`: an image
+    with an empty prediction or reference is left out of the mean instead of making it infinite.
+
+    Args:
+        include_background: whether channel 0 counts.
+        symmetric: the mean of both directions (True) or prediction to reference only (False, medpy's asd).
+        distance_metric: ``"euclidean"``, ``"chessboard"`` or ``"taxicab"``.
+        output_transform: maps the engine output to one-hot ``(y_pred, y)``.
+        save_details: keep the per-image values in ``engine.state.metric_details``.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = False,
+        symmetric: bool = False,
+        distance_metric: str = "euclidean",
+        output_transform: Callable = lambda x: x,
+        save_details: bool = True,
+    ) -> None:
+        metric_fn = FiniteSurfaceDistanceMetric(
+            include_background=include_background, symmetric=symmetric, distance_metric=distance_metric
+        )
+        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
 
 
 class MeanAUC(IgniteMetricHandler):
