@@ -196,8 +196,8 @@ class FiniteSurfaceDistanceMetric(SurfaceDistanceMetric):
     For such an (image, class) pair MONAI's :class:`~monai.metrics.HausdorffDistanceMetric` gives nan, which the
     mean skips, but :class:`~monai.metrics.SurfaceDistanceMetric` gives inf, and one of them makes the mean over a
     whole test set infinite (a 3D volume where the network misses an organ). The s4mi bundles document both
-    distances as leaving those images out; this metric maps inf to nan so that they do. Count the images left out
-    with ``get_not_nans=True``. Arguments as :class:`~monai.metrics.SurfaceDistanceMetric`.
+    distances as leaving those images out; this metric maps inf to nan so that they do.
+    ``get_not_nans=True`` counts the images kept. Arguments as :class:`~monai.metrics.SurfaceDistanceMetric`.
     """
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:  # type: ignore[override]
