@@ -133,6 +133,7 @@ def _cmd_benchmark(a: argparse.Namespace) -> None:
         reevaluate=a.reevaluate,
         jobs=a.jobs,
         pretrain_seed=a.pretrain_seed,
+        semi_steps=a.semi_steps,
     )
     paths = write_reports(rows, a.out, command=command)
     print(Path(paths["markdown"]).read_text())
@@ -264,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="run each self-supervised pretraining once, with this seed, and fine-tune from it at every seed",
+    )
+    bm.add_argument(
+        "--semi-steps",
+        choices=["bundle", "equal"],
+        default="bundle",
+        help="steps per epoch of the semi-supervised bundles: their own epoch_length (default), or 'equal': as many as "
+        "the supervised runs (training set // labelled batch size)",
     )
     bm.add_argument("--reevaluate", action="store_true", help="evaluate finished runs again, keeping training times")
     bm.set_defaults(func=_cmd_benchmark)

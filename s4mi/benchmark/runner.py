@@ -258,9 +258,11 @@ def run_one(
         link, pretrain_cost = _pretrain(spec, bundle, out_dir, args, env, pretrain_seed)
         args.update(link)
     trained: StageRun | None = None
+    train_args: dict[str, Any] = {}
     if previous is None:
         train_files: list[str | Path] = [train.config_file, *overlay]
-        train_cmd = monai_bundle_command(train_files, configs, defined_overrides(train_files, configs, args))
+        train_args = defined_overrides(train_files, configs, args)
+        train_cmd = monai_bundle_command(train_files, configs, train_args)
         trained = run_command(train_cmd, run_dir / "train.log", env)
         if trained.code != 0:
             raise RuntimeError(f"training {spec.name} failed (exit {trained.code}); see {run_dir / 'train.log'}")
@@ -287,6 +289,8 @@ def run_one(
             **pretrain_cost,
         }
         row.pop("overrides")
+        if "epoch_length" in task_args and train_args.get("epoch_length") == task_args["epoch_length"]:
+            row["semi_steps"] = "equal"  # run_grid(semi_steps="equal") set this run's steps per epoch
     row.update({f"test_{k.removeprefix('val_')}": v for k, v in test.items() if k not in ("epoch", "wall_s")})
     per_class = per_class_auc(run_dir / "per_class_metrics.csv")
     if per_class:
@@ -368,6 +372,7 @@ def run_grid(
     reevaluate: bool = False,
     jobs: int = 1,
     pretrain_seed: int | None = None,
+    semi_steps: str = "bundle",
 ) -> list[dict[str, Any]]:
     """Run every (method, fraction, seed) and return the result rows.
 
@@ -393,7 +398,21 @@ def run_grid(
             fine-tuning alone, not the pretraining; rows record ``pretrain_seed`` and the report says so. It saves
             the pretraining's cost for every seed but the first. A first stage that reads labels still runs per
             (fraction, seed).
+        semi_steps: steps per epoch of the semi-supervised bundles. ``"bundle"``: each bundle's own ``epoch_length``
+            (one pass over its unlabelled loader, or over the longer loader for cross teaching), which changes with
+            the fraction and differs from the supervised runs'. ``"equal"`` (with ``equal_steps``): as many steps
+            per epoch as the supervised runs take, the full training set over the run's labelled batch size
+            (``epoch_length`` set to ``n_train // batch_size``, the batch size the run resolves, a variant's
+            included), so that at every fraction every method trains for the same number of steps. A variant's own
+            ``epoch_length`` wins. Rows of such runs record ``"semi_steps": "equal"``.
+
+    Raises:
+        ValueError: ``semi_steps`` is not ``"bundle"`` or ``"equal"``, or is ``"equal"`` without ``equal_steps``.
     """
+    if semi_steps not in ("bundle", "equal"):
+        raise ValueError(f"semi_steps must be 'bundle' or 'equal', got {semi_steps!r}")
+    if semi_steps == "equal" and not equal_steps:
+        raise ValueError("semi_steps='equal' matches the supervised runs' steps, which equal_steps=False leaves free")
     out = Path(out_dir)
     if "#" in str(out):
         raise ValueError(
@@ -403,6 +422,10 @@ def run_grid(
     task_args, n_train = task_arguments(task, phantom_n)
     if equal_steps:
         task_args["samples_per_epoch"] = n_train
+    if semi_steps == "equal":
+        # only the semi-supervised bundles define epoch_length (defined_overrides drops it for the others); the
+        # expression lets the bundle divide by its own resolved batch size
+        task_args["epoch_length"] = f"$max(1, {n_train} // @batch_size)"
     semi = {m: method_is_semi_supervised(m) for m in methods}
     no_unlabeled = task_unlabeled(task) == 0
     skipped = [m for m in methods if semi[m] and no_unlabeled and any(f >= 1.0 for f in fractions)]
@@ -425,6 +448,22 @@ def run_grid(
         print(
             f"s4mi benchmark: {len(finished)} of {len(specs)} run(s) already finished in {out / 'runs'} are reused, "
             "not run again (pass --reevaluate to test them again, or delete their result.json to train again)",
+            flush=True,
+        )
+    want = "equal" if semi_steps == "equal" else None
+    other = [
+        spec.name
+        for spec in specs
+        if spec.name in finished
+        and semi[spec.method]
+        and "epoch_length" not in parse_method(spec.method)[1]
+        and json.loads((out / "runs" / spec.name / "result.json").read_text()).get("semi_steps") != want
+    ]
+    if other:
+        print(
+            f"s4mi benchmark: warning: {len(other)} reused semi-supervised run(s) trained with other steps per epoch "
+            f"than --semi-steps {semi_steps} gives ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
+            "delete their result.json to train them again",
             flush=True,
         )
     rows: list[dict[str, Any] | None] = [None] * len(specs)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from pathlib import Path
 
@@ -158,6 +159,9 @@ def test_benchmark_without_arguments_is_the_quick_grid(monkeypatch: pytest.Monke
     assert (tmp_path / "outputs" / "benchmark" / "results.md").is_file()
     cli.main(["benchmark", "--task", "cxr", "--seeds", "4", "--out", "x"])
     assert seen["methods"] == ["supervised_cxr_classification"] and seen["seeds"] == [4] and seen["jobs"] == 1
+    assert seen["semi_steps"] == "bundle"
+    cli.main(["benchmark", "--task", "cxr", "--semi-steps", "equal", "--out", "x"])
+    assert seen["semi_steps"] == "equal"
 
 
 def test_method_variants() -> None:
@@ -431,3 +435,68 @@ def test_reports_add_each_class_auc_when_the_runs_recorded_it(tmp_path: Path) ->
     assert "| m | 10 % | 3 | 0.700 ± 0.100 | 0.900 ± 0.100 |" in section
     assert "| m | 100 % | 3 | 0.500 ± 0.000 | 0.500 ± 0.000 |" in section
     assert "Test AUC of each class" not in write_reports(_rows(), tmp_path / "plain")["markdown"].read_text()
+
+
+def test_semi_steps_equal_gives_semi_supervised_runs_the_supervised_steps_per_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from s4mi.benchmark import runner
+    from s4mi.bundle import locate_bundle_root
+    from s4mi.bundle.overrides import load_stage_config
+    from s4mi.bundle.stages import defined_overrides
+
+    monkeypatch.setattr(runner, "task_arguments", lambda task, n: ({"phantom": task}, 700))
+    seen: list[dict] = []
+    monkeypatch.setattr(runner, "run_one", lambda spec, out, task_args, *a: seen.append(task_args) or {})
+    methods = ["cross_teaching_skin_segmentation", "supervised_skin_segmentation"]
+    runner.run_grid("skin_seg", methods, [0.1], [0], tmp_path)
+    assert "epoch_length" not in seen[-1], "default: each semi-supervised bundle keeps its own epoch_length"
+    runner.run_grid("skin_seg", methods, [0.1], [0], tmp_path, semi_steps="equal")
+    task_args = seen[-1]
+    with pytest.raises(ValueError, match="equal_steps"):
+        runner.run_grid("skin_seg", methods, [0.1], [0], tmp_path, semi_steps="equal", equal_steps=False)
+    with pytest.raises(ValueError, match="'bundle' or 'equal'"):
+        runner.run_grid("skin_seg", methods, [0.1], [0], tmp_path, semi_steps="supervised")
+
+    def steps(bundle: str, **variant: int) -> int | None:
+        configs = Path(locate_bundle_root(bundle)) / "configs"
+        args = defined_overrides([configs / "train.json"], configs, {**task_args, **variant})
+        if "epoch_length" not in args:
+            return None
+        parser = load_stage_config(configs / "train.json")
+        for k, v in args.items():
+            parser[k] = v
+        return parser.get_parsed_content("epoch_length")
+
+    # the supervised run draws 700 samples per epoch in batches of 8: 87 steps; cross teaching now takes as many
+    assert steps("cross_teaching_skin_segmentation") == 700 // 8 == 87
+    assert steps("cross_teaching_skin_segmentation", batch_size=16) == 43, "a variant's batch size is the one divided"
+    assert steps("mean_teacher_polyp_segmentation") == 700 // 16
+    assert steps("supervised_skin_segmentation") is None, "a supervised bundle has no epoch_length to set"
+
+
+def test_reused_semi_supervised_runs_of_other_steps_per_epoch_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from s4mi.benchmark import runner
+
+    monkeypatch.setattr(runner, "task_arguments", lambda task, n: ({"phantom": task}, 700))
+    monkeypatch.setattr(runner, "run_one", lambda spec, *a: {})
+    for method, fields in [
+        ("cross_teaching_skin_segmentation", {}),  # trained with the bundle's own epoch_length
+        ("supervised_skin_segmentation", {}),
+    ]:
+        run = tmp_path / "runs" / method / "frac0.1" / "seed0"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps(fields))
+    methods = ["cross_teaching_skin_segmentation", "supervised_skin_segmentation"]
+    runner.run_grid("skin_seg", methods, [0.1], [0], tmp_path)
+    assert "warning" not in capsys.readouterr().out
+    runner.run_grid("skin_seg", methods, [0.1], [0], tmp_path, semi_steps="equal")
+    out = capsys.readouterr().out
+    assert "warning: 1 reused semi-supervised run(s)" in out and "cross_teaching_skin_segmentation/frac0.1" in out
+    (tmp_path / "runs" / methods[0] / "frac0.1" / "seed0" / "result.json").write_text('{"semi_steps": "equal"}')
+    runner.run_grid("skin_seg", methods, [0.1], [0], tmp_path, semi_steps="equal")
+    assert "warning" not in capsys.readouterr().out
+    runner.run_grid("skin_seg", methods, [0.1], [0], tmp_path)
+    assert "warning: 1 reused" in capsys.readouterr().out
