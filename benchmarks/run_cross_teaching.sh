@@ -2,8 +2,8 @@
 # S4MI semi-supervised segmentation (issue 20): cross teaching between a CNN and a Transformer against the supervised
 # CNN on the skin lesion masks (skin_seg phantom), label fractions 10/30/50/70/100 % (the first N training images
 # labelled, as S4MI), 3 seeds. Cross teaching at 100 % is skipped (no unlabelled image left). --semi-steps equal: cross
-# teaching takes as many steps per epoch as the supervised runs (700 training images // batch 8 = 87), not one pass over
-# its longer loader (which gave it 44-77 steps, fewer than supervised's 87, at 10-70 %). Then one short 3D run on
+# teaching takes an epoch of the supervised runs' length (691 training images // batch 8 = 86 full batches; supervised
+# draws 691 images, 87 steps with the partial last), not one pass over its longer loader (44-77 steps at 10-70 %). Then one short 3D run on
 # the CT phantom at 20 % labels. Two runs at a time, one thread each, fit a 2-core machine; finished runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--semi-steps",
         choices=["bundle", "equal"],
         default="bundle",
-        help="steps per epoch of the semi-supervised bundles: their own epoch_length (default), or 'equal': as many as "
-        "the supervised runs (training set // labelled batch size)",
+        help="steps per epoch of the semi-supervised bundles: their own epoch_length (default), or 'equal': an epoch of "
+        "the supervised runs' length (training set // labelled batch size)",
     )
     bm.add_argument("--reevaluate", action="store_true", help="evaluate finished runs again, keeping training times")
     bm.set_defaults(func=_cmd_benchmark)

@@ -400,10 +400,11 @@ def run_grid(
             (fraction, seed).
         semi_steps: steps per epoch of the semi-supervised bundles. ``"bundle"``: each bundle's own ``epoch_length``
             (one pass over its unlabelled loader, or over the longer loader for cross teaching), which changes with
-            the fraction and differs from the supervised runs'. ``"equal"`` (with ``equal_steps``): as many steps
-            per epoch as the supervised runs take, the full training set over the run's labelled batch size
-            (``epoch_length`` set to ``n_train // batch_size``, the batch size the run resolves, a variant's
-            included), so that at every fraction every method trains for the same number of steps. A variant's own
+            the fraction and differs from the supervised runs'. ``"equal"`` (with ``equal_steps``): an epoch of the
+            supervised runs' length, the full training set in full labelled batches (``epoch_length`` set to
+            ``n_train // batch_size``, the batch size the run resolves, a variant's included; a supervised run takes
+            one step more when its last batch is partial), so that at every fraction every method sees as many
+            labelled images per epoch. A variant's own
             ``epoch_length`` wins. Rows of such runs record ``"semi_steps": "equal"``.
 
     Raises:

@@ -445,7 +445,7 @@ def test_semi_steps_equal_gives_semi_supervised_runs_the_supervised_steps_per_ep
     from s4mi.bundle.overrides import load_stage_config
     from s4mi.bundle.stages import defined_overrides
 
-    monkeypatch.setattr(runner, "task_arguments", lambda task, n: ({"phantom": task}, 700))
+    monkeypatch.setattr(runner, "task_arguments", lambda task, n: ({"phantom": task}, 691))
     seen: list[dict] = []
     monkeypatch.setattr(runner, "run_one", lambda spec, out, task_args, *a: seen.append(task_args) or {})
     methods = ["cross_teaching_skin_segmentation", "supervised_skin_segmentation"]
@@ -468,10 +468,11 @@ def test_semi_steps_equal_gives_semi_supervised_runs_the_supervised_steps_per_ep
             parser[k] = v
         return parser.get_parsed_content("epoch_length")
 
-    # the supervised run draws 700 samples per epoch in batches of 8: 87 steps; cross teaching now takes as many
-    assert steps("cross_teaching_skin_segmentation") == 700 // 8 == 87
+    # the supervised run draws the 691 training images per epoch in batches of 8 (86 full, the last of 3); cross
+    # teaching takes the 86 full batches of 8 labelled (and 8 unlabelled) images
+    assert steps("cross_teaching_skin_segmentation") == 86
     assert steps("cross_teaching_skin_segmentation", batch_size=16) == 43, "a variant's batch size is the one divided"
-    assert steps("mean_teacher_polyp_segmentation") == 700 // 16
+    assert steps("mean_teacher_polyp_segmentation") == 43
     assert steps("supervised_skin_segmentation") is None, "a supervised bundle has no epoch_length to set"
 
 
