@@ -404,8 +404,8 @@ def run_grid(
             supervised runs' length, the full training set in full labelled batches (``epoch_length`` set to
             ``n_train // batch_size``, the batch size the run resolves, a variant's included; a supervised run takes
             one step more when its last batch is partial), so that at every fraction every method sees as many
-            labelled images per epoch. A variant's own
-            ``epoch_length`` wins. Rows of such runs record ``"semi_steps": "equal"``.
+            labelled images per epoch. A variant's own ``epoch_length`` wins. Rows of such runs record
+            ``"semi_steps": "equal"``.
 
     Raises:
         ValueError: ``semi_steps`` is not ``"bundle"`` or ``"equal"``, or is ``"equal"`` without ``equal_steps``.
