@@ -24,31 +24,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from gradcam_overlays import runs_by_method
+from gradcam_overlays import load_images, runs_by_method
 from monai.networks.nets import DenseNet121
-from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Resized, ScaleIntensityd
 
 from s4mi.handlers import attention_share, grad_cam
 
 LAYERS = {"class_layers.relu": 2, "features.denseblock3": 4, "features.denseblock2": 8}
-SIZE = 64
-
-
-def load_test(split_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test images and lung masks of a run's split, as the bundle's evaluation reads them (64 x 64)."""
-    items = [d for d in json.loads(split_file.read_text())["test"] if "mask" in d]
-    load = Compose(
-        [
-            LoadImaged(["image", "mask"], image_only=True),
-            EnsureChannelFirstd(["image", "mask"]),
-            ScaleIntensityd("image"),
-            Resized("image", (SIZE, SIZE)),
-            Resized("mask", (SIZE, SIZE), mode="nearest"),
-        ]
-    )
-    batch = [load({"image": d["image"], "mask": d["mask"]}) for d in items]
-    x = torch.stack([torch.as_tensor(b["image"]).float() for b in batch])
-    return x, torch.stack([torch.as_tensor(b["mask"]).float() for b in batch])
 
 
 def ceiling(mask: torch.Tensor, cells: int) -> float:
@@ -76,11 +57,11 @@ def main() -> None:
             for run in runs.values():
                 if not (run / "models" / "model.pt").is_file():
                     continue
-                x, mask = load_test(run / "split.json")
+                test = [d for d in json.loads((run / "split.json").read_text())["test"] if "mask" in d]
+                x, mask = load_images(test)
                 if reference is None:
                     reference = (float((mask > 0.5).float().mean()), {k: ceiling(mask, n) for k, n in LAYERS.items()})
-                n_out = len(json.loads((run / "split.json").read_text())["test"][0]["label"])
-                net = DenseNet121(spatial_dims=2, in_channels=1, out_channels=n_out)
+                net = DenseNet121(spatial_dims=2, in_channels=1, out_channels=len(test[0]["label"]))
                 net.load_state_dict(torch.load(run / "models" / "model.pt", weights_only=True))
                 net.eval()
                 for layer in LAYERS:

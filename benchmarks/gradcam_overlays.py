@@ -69,6 +69,22 @@ def pick(found: dict[str, dict[int, Path]]) -> tuple[str, str]:
     return scratch[0], best
 
 
+def load_images(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and lung masks ``B 1 64 64`` of datalist items, read as the bundle's evaluation reads them."""
+    load = Compose(
+        [
+            LoadImaged(["image", "mask"], image_only=True),
+            EnsureChannelFirstd(["image", "mask"]),
+            ScaleIntensityd("image"),
+            Resized("image", (64, 64)),
+            Resized("mask", (64, 64), mode="nearest"),
+        ]
+    )
+    batch = [load({"image": d["image"], "mask": d["mask"]}) for d in items]
+    x = torch.stack([torch.as_tensor(b["image"]).float() for b in batch])
+    return x, torch.stack([torch.as_tensor(b["mask"]).float() for b in batch])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out", type=Path)
@@ -84,18 +100,7 @@ def main() -> None:
             raise SystemExit(f"{run} has no models/model.pt or split.json (they are not committed): run it again")
     split = json.loads((runs["scratch"] / "split.json").read_text())
     items = [d for d in split["test"] if "mask" in d and any(d["label"])][: a.n]
-    load = Compose(
-        [
-            LoadImaged(["image", "mask"], image_only=True),
-            EnsureChannelFirstd(["image", "mask"]),
-            ScaleIntensityd("image"),
-            Resized("image", (64, 64)),
-            Resized("mask", (64, 64), mode="nearest"),
-        ]
-    )
-    batch = [load({"image": d["image"], "mask": d["mask"]}) for d in items]
-    x = torch.stack([torch.as_tensor(b["image"]).float() for b in batch])
-    mask = torch.stack([torch.as_tensor(b["mask"]).float() for b in batch])
+    x, mask = load_images(items)
     maps = {}
     for name, run in runs.items():
         net = DenseNet121(spatial_dims=2, in_channels=1, out_channels=len(items[0]["label"]))
